@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv from requirements.txt first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) train.py --config=configs/default.py --workdir=$(DEMO_DIR)
+	$(PY) eval.py --workdir=$(DEMO_DIR)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist=loadfile
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/ops.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
