@@ -1,0 +1,106 @@
+"""Deterministic, step-indexed batching.
+
+The training batch at step ``k`` is a pure function of ``(seed, k)``: epoch ``e = k // steps_per_epoch`` draws the
+permutation ``rng(seed, e)`` of the split and step ``k`` takes its ``k mod steps_per_epoch``-th block of
+``global_batch`` examples (the tail of each epoch that does not fill a batch is dropped). A resumed run therefore
+sees exactly the batches of an uninterrupted one; the only state to checkpoint is the step. Each process takes its
+own contiguous slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from cnn.data.sources import ArraySplit, DatasetSpec
+from cnn.errors import ConfigError
+
+
+def standardize(images: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    """``(pixel / scale - mean) / std`` as float32."""
+    return ((images.astype(np.float32) / spec.scale - spec.mean) / spec.std).astype(np.float32)
+
+
+def local_slice(global_batch: int, process_index: int, process_count: int) -> slice:
+    if global_batch % process_count:
+        raise ConfigError(f"batch_size={global_batch} must be divisible by the process count {process_count}")
+    per_process = global_batch // process_count
+    return slice(process_index * per_process, (process_index + 1) * per_process)
+
+
+class TrainStream:
+    """Training batches indexed by step (see the module docstring)."""
+
+    def __init__(
+        self,
+        split: ArraySplit,
+        spec: DatasetSpec,
+        global_batch: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        if global_batch < 1 or global_batch > len(split):
+            raise ConfigError(f"batch_size={global_batch} must be between 1 and the split size {len(split)}")
+        self.split, self.spec, self.global_batch, self.seed = split, spec, global_batch, seed
+        self.steps_per_epoch = len(split) // global_batch
+        self._local = local_slice(global_batch, process_index, process_count)
+        self.wait_seconds = 0.0  # time the consumer spent blocked on this stream
+
+    def indices(self, step: int) -> np.ndarray:
+        """Example indices of this process's part of the global batch at ``step``."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.split))
+        return order[position * self.global_batch : (position + 1) * self.global_batch][self._local]
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        idx = self.indices(step)
+        return {"image": standardize(self.split.images[idx], self.spec), "label": self.split.labels[idx]}
+
+    def iterate(self, start_step: int, end_step: int, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+        """Batches for steps ``start_step .. end_step - 1``, prepared ``prefetch`` ahead on a background thread."""
+        buffer: queue.Queue = queue.Queue(maxsize=prefetch)
+        stop = threading.Event()
+
+        def produce():
+            for step in range(start_step, end_step):
+                item = self.batch(step)
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+
+        worker = threading.Thread(target=produce, daemon=True)
+        worker.start()
+        try:
+            for _ in range(start_step, end_step):
+                started = time.perf_counter()
+                item = buffer.get()
+                self.wait_seconds += time.perf_counter() - started
+                yield item
+        finally:
+            stop.set()
+
+
+def eval_batches(
+    split: ArraySplit, spec: DatasetSpec, global_batch: int, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
+    """The whole split in order; the last global batch is padded and ``mask`` marks the real examples."""
+    local = local_slice(global_batch, process_index, process_count)
+    for start in range(0, len(split), global_batch):
+        idx = np.arange(start, start + global_batch)
+        real = idx < len(split)
+        idx = np.where(real, idx, 0)[local]
+        yield {
+            "image": standardize(split.images[idx], spec),
+            "label": split.labels[idx],
+            "mask": real[local].astype(np.float32),
+        }

@@ -1,0 +1,17 @@
+"""Errors caused by the user's input: the CLIs print them as one line and exit non-zero (no traceback)."""
+
+
+class UserError(Exception):
+    """Something the user gave (a config value, a path, a checkpoint) is not what was expected."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config key or value is invalid."""
+
+
+class NonFiniteLossError(UserError):
+    """Training produced a NaN or Inf loss; raised before anything non-finite is checkpointed."""
+
+    def __init__(self, step: int, value: float):
+        super().__init__(f"loss is {value} at step {step}; training stopped (the last checkpoint is intact)")
+        self.step = step

@@ -1,0 +1,119 @@
+"""Checkpoints through orbax ``CheckpointManager``.
+
+Keeps the latest ``max_to_keep`` checkpoints plus the best one by an evaluation metric. Saves are asynchronous
+and atomic (orbax writes a temporary directory and renames it when complete), so a kill mid-save leaves the
+previous checkpoint whole. Restoring the latest checkpoint falls back to older ones, with a warning, when the
+newest is unreadable; a checkpoint whose shapes do not match the model is an error, not a fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
+
+from cnn.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointMismatchError(UserError):
+    """The checkpoint was written for another model or optimizer than the config describes."""
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path): tuple(
+        leaf.shape) for path, leaf in leaves if hasattr(leaf, "shape")}
+
+
+class Checkpoints:
+    """The checkpoints of one run, in ``directory`` (``<workdir>/checkpoints``)."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        max_to_keep: int = 3,
+        best_metric: str | None = "accuracy",
+        best_mode: str = "max",
+        read_only: bool = False,
+    ):
+        keep: list = [policies.LatestN(max_to_keep)]
+        if best_metric:
+            keep.append(
+                policies.BestN(
+                    get_metric_fn=lambda metrics: metrics[best_metric],
+                    reverse=best_mode == "min",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policies.AnyPreservationPolicy(keep),
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
+        )
+        self.directory = os.path.abspath(directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    def save(self, step: int, state, metrics: dict[str, float] | None = None) -> None:
+        self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+
+    def restore(self, step: int, abstract_state):
+        """Restore ``step`` into the structure, shapes and shardings of ``abstract_state``."""
+        self._check_shapes(step, abstract_state)
+        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+    def restore_latest(self, abstract_state):
+        """``(state, step)`` from the newest readable checkpoint, or ``(None, 0)`` when there is none."""
+        for step in reversed(self.steps()):
+            try:
+                return self.restore(step, abstract_state), step
+            except CheckpointMismatchError:
+                raise
+            except Exception as error:
+                log.warning("checkpoint at step %d is unreadable (%s); falling back to the previous one", step,
+                            str(error).splitlines()[0][:200])
+        return None, 0
+
+    def _check_shapes(self, step: int, abstract_state) -> None:
+        try:
+            stored = _shapes(self.manager.item_metadata(step))
+        except Exception:
+            return
+        expected = _shapes(abstract_state)
+        for name, shape in expected.items():
+            if name in stored and stored[name] != shape:
+                raise CheckpointMismatchError(
+                    f"checkpoint at step {step} in {self.directory} does not match the config: {name} has shape "
+                    f"{stored[name]} there, {shape} in the model built from the config"
+                )
+        missing = sorted(set(expected) ^ set(stored))
+        if stored and missing:
+            raise CheckpointMismatchError(
+                f"checkpoint at step {step} in {self.directory} does not match the config: parameters "
+                f"{missing[:3]} are in only one of them"
+            )
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def to_host(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))

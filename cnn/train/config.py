@@ -1,0 +1,62 @@
+"""Checks on an experiment config, durations in steps or epochs, and the ``config.json`` of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+
+from cnn.data import DATASETS
+from cnn.errors import ConfigError, UserError
+from cnn.models import MODELS
+from cnn.train.optim import OPTIMIZERS, SCHEDULES
+
+CONFIG_FILE = "config.json"
+
+
+def steps_of(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int:
+    """A duration given as ``<name>_steps`` or ``<name>_epochs`` (exactly one of them positive), in steps."""
+    steps, epochs = config.get(f"{name}_steps") or 0, config.get(f"{name}_epochs") or 0
+    if (steps > 0) == (epochs > 0):
+        raise ConfigError(f"set exactly one of {name}_steps and {name}_epochs to a positive value "
+                          f"(got {name}_steps={steps}, {name}_epochs={epochs})")
+    return int(steps) if steps > 0 else max(1, round(epochs * steps_per_epoch))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Fail early, with the key named, on values the trainer would only trip over later."""
+    DATASETS.get(config.dataset.name)
+    MODELS.get(config.model.name)
+    OPTIMIZERS.get(config.optimizer.name)
+    SCHEDULES.get(config.schedule.name)
+    positive = {"batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size,
+                "optimizer.learning_rate": config.optimizer.learning_rate,
+                "log_every_steps": config.log_every_steps, "checkpoint.max_to_keep": config.checkpoint.max_to_keep}
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"config.{key} must be positive, got {value!r}")
+    if not 0 <= config.label_smoothing < 1:
+        raise ConfigError(f"config.label_smoothing must be in [0, 1), got {config.label_smoothing!r}")
+    if config.optimizer.weight_decay < 0:
+        raise ConfigError(f"config.optimizer.weight_decay must be >= 0, got {config.optimizer.weight_decay!r}")
+    if config.checkpoint.best_mode not in ("max", "min"):
+        raise ConfigError(f"config.checkpoint.best_mode must be 'max' or 'min', got {config.checkpoint.best_mode!r}")
+
+
+def model_overrides(config: ml_collections.ConfigDict) -> dict:
+    """Every key of ``config.model`` but ``name`` is a field of the model."""
+    return {k: v for k, v in config.model.to_dict().items() if k != "name"}
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+        f.write(config.to_json(indent=2, sort_keys=True))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"--workdir={workdir}: no {CONFIG_FILE} there (is it the workdir of a training run?)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))

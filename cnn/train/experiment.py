@@ -1,0 +1,91 @@
+"""What a config builds: the model, optimizer, device mesh and the compiled train and eval steps.
+
+Data parallel over every device through a ``jax.sharding.Mesh`` with one axis, ``data``: batches are sharded
+along it, parameters and optimizer state replicated. ``jit`` inserts the gradient all-reduce, and BatchNorm
+statistics are computed over the global batch, so N devices compute what one device would on the same batch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from cnn.data import DATASETS, ArraySplit, eval_batches
+from cnn.errors import ConfigError
+from cnn.models import create
+from cnn.train.config import model_overrides, steps_of, validate
+from cnn.train.optim import make_optimizer, make_schedule
+from cnn.train.state import TrainState, abstract_train_state, create_train_state
+from cnn.train.steps import eval_step, train_step
+
+
+class Experiment:
+    def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int):
+        validate(config)
+        self.config = config
+        self.spec = DATASETS.get(config.dataset.name)()
+        self.model = create(config.model.name, num_classes=self.spec.num_classes, **model_overrides(config))
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = steps_of(config, "num", steps_per_epoch)
+        self.schedule = make_schedule(config, self.total_steps, steps_per_epoch)
+        self.tx = make_optimizer(config, self.schedule)
+        self.input_shape = (1, *self.spec.image_shape)
+
+        self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
+        devices = self.mesh.size
+        if config.batch_size % devices:
+            raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the {devices} devices")
+        self.eval_batch_size = -(-config.eval_batch_size // devices) * devices
+        self.data_sharding = NamedSharding(self.mesh, P("data"))
+        self.replicated = NamedSharding(self.mesh, P())
+
+    def init_state(self) -> TrainState:
+        state = create_train_state(self.model, self.tx, self.input_shape, self.config.seed)
+        return jax.device_put(state, self.replicated)
+
+    def abstract_state(self) -> TrainState:
+        return jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=self.replicated),
+            abstract_train_state(self.model, self.tx, self.input_shape, self.config.seed),
+        )
+
+    @functools.cached_property
+    def train_step(self):
+        """``(state, batch, key) -> (state, metrics)``, compiled; state buffers donated off CPU."""
+        step = functools.partial(train_step, schedule=self.schedule, label_smoothing=self.config.label_smoothing)
+        donate = (0,) if jax.default_backend() != "cpu" else ()
+        return jax.jit(
+            step,
+            in_shardings=(self.replicated, self.data_sharding, self.replicated),
+            out_shardings=(self.replicated, self.replicated),
+            donate_argnums=donate,
+        )
+
+    @functools.cached_property
+    def eval_step(self):
+        step = functools.partial(eval_step, num_classes=self.spec.num_classes)
+        return jax.jit(step, in_shardings=(self.replicated, self.data_sharding), out_shardings=self.replicated)
+
+    def to_device(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Assemble the global batch from every process's local part."""
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.data_sharding, x), local_batch)
+
+    def evaluate(self, state: TrainState, split: ArraySplit) -> dict:
+        """Exact metrics over the whole split (padding of the last batch masked out)."""
+        totals = None
+        for batch in eval_batches(split, self.spec, self.eval_batch_size, jax.process_index(), jax.process_count()):
+            sums = self.eval_step(state, self.to_device(batch))
+            totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+        totals = jax.device_get(totals)
+        count = round(float(totals["count"]))
+        return {
+            "accuracy": float(totals["correct"]) / count,
+            "loss": float(totals["loss_sum"]) / count,
+            "count": count,
+            "confusion": np.rint(totals["confusion"]).astype(np.int64),
+        }

@@ -1,0 +1,107 @@
+"""The training loop: resume, train, log, evaluate, checkpoint.
+
+Rerunning the same command resumes from the newest readable checkpoint. Since batches are indexed by step and
+the dropout key is ``fold_in(seed key, step)``, a resumed run reproduces an uninterrupted one bitwise on CPU.
+Per-step metrics stay on the device until a log, eval or checkpoint point; they are checked there, so a NaN or
+Inf loss stops training, naming its step, before any non-finite state is saved.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from cnn.data import DATASETS, TrainStream, load_split
+from cnn.errors import NonFiniteLossError
+from cnn.train.checkpoint import Checkpoints
+from cnn.train.config import save_config, steps_of
+from cnn.train.experiment import Experiment
+from cnn.train.metrics import MetricWriter
+
+
+def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, read_only: bool = False) -> Checkpoints:
+    return Checkpoints(
+        os.path.join(workdir, "checkpoints"),
+        max_to_keep=config.checkpoint.max_to_keep,
+        best_metric=config.checkpoint.best_metric or None,
+        best_mode=config.checkpoint.best_mode,
+        read_only=read_only,
+    )
+
+
+def _mean_and_check(pending: list[tuple[int, dict]]) -> dict[str, float]:
+    """Fetch pending per-step metrics; raise on the first non-finite loss; return their means."""
+    host = jax.device_get([metrics for _, metrics in pending])
+    for (step, _), metrics in zip(pending, host, strict=True):
+        if not np.isfinite(metrics["loss"]):
+            raise NonFiniteLossError(step, float(metrics["loss"]))
+    return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return the final eval metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    spec = DATASETS.get(config.dataset.name)()
+    train_split = load_split(config.dataset.name, config.dataset.train_split, config.dataset.data_dir)
+    eval_split = load_split(config.dataset.name, config.dataset.eval_split, config.dataset.data_dir)
+    exp = Experiment(config, steps_per_epoch=max(len(train_split) // config.batch_size, 1))
+    stream = TrainStream(train_split, spec, config.batch_size, config.seed, jax.process_index(), jax.process_count())
+    eval_every = steps_of(config, "eval_every", exp.steps_per_epoch)
+    checkpoint_every = steps_of(config, "checkpoint_every", exp.steps_per_epoch)
+    if jax.process_index() == 0:
+        save_config(config, workdir)
+
+    checkpoints = open_checkpoints(config, workdir)
+    state, start = checkpoints.restore_latest(exp.abstract_state())
+    if state is None:
+        state = exp.init_state()
+    elif jax.process_index() == 0:
+        print(f"resumed from the checkpoint at step {start}", file=sys.stderr)
+    writer = MetricWriter(workdir, resume_step=start)
+    key = jax.device_put(jax.random.PRNGKey(config.seed), exp.replicated)
+    final = None
+    bar = tqdm(total=exp.total_steps, initial=start, desc="train", unit="step", mininterval=1.0,
+               disable=jax.process_index() != 0, file=sys.stderr, dynamic_ncols=True)
+    try:
+        pending: list[tuple[int, dict]] = []
+        interval_start, wait_start = time.perf_counter(), stream.wait_seconds
+        for step, batch in zip(range(start, exp.total_steps), stream.iterate(start, exp.total_steps), strict=True):
+            state, metrics = exp.train_step(state, exp.to_device(batch), key)
+            done = step + 1
+            pending.append((done, metrics))
+            last = done == exp.total_steps
+            evaluate, save = last or done % eval_every == 0, last or done % checkpoint_every == 0
+            if not (last or evaluate or save or done % config.log_every_steps == 0):
+                continue
+            summary = _mean_and_check(pending)
+            elapsed = time.perf_counter() - interval_start
+            summary["steps_per_second"] = len(pending) / elapsed
+            summary["examples_per_second"] = len(pending) * config.batch_size / elapsed
+            summary["data_wait_fraction"] = (stream.wait_seconds - wait_start) / elapsed
+            writer.write(done, "train", summary)
+            bar.update(len(pending))
+            bar.set_postfix(loss=f"{summary['loss']:.4f}", acc=f"{summary['accuracy']:.3f}", refresh=False)
+            pending = []
+            eval_metrics = None
+            if evaluate:
+                final = exp.evaluate(state, eval_split)
+                eval_metrics = {k: final[k] for k in ("accuracy", "loss")}
+                writer.write(done, "eval", eval_metrics)
+                bar.write(f"step {done}: eval accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f}")
+            if save:
+                checkpoints.save(done, state, metrics=eval_metrics)
+            interval_start, wait_start = time.perf_counter(), stream.wait_seconds
+        if final is None:  # nothing left to train: report the restored state
+            final = exp.evaluate(state, eval_split)
+    finally:
+        bar.close()
+        checkpoints.wait()
+        checkpoints.close()
+        writer.close()
+    return final

@@ -1,0 +1,74 @@
+"""Optimizers and learning-rate schedules by name (``config.optimizer.name``, ``config.schedule.name``)."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import optax
+
+from cnn.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
+
+OPTIMIZERS.register("sgd", lambda lr, c: optax.sgd(lr))
+OPTIMIZERS.register("momentum", lambda lr, c: optax.sgd(lr, momentum=c.momentum))
+OPTIMIZERS.register("nesterov", lambda lr, c: optax.sgd(lr, momentum=c.momentum, nesterov=True))
+OPTIMIZERS.register("adam", lambda lr, c: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps))
+OPTIMIZERS.register(
+    "adamw", lambda lr, c: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay, mask=decay_mask)
+)
+
+
+def decay_mask(params):
+    """Weight decay applies to kernels only, not to biases or normalization scales (1-D parameters)."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def _warmup_then(schedule: optax.Schedule, peak: float, warmup_steps: int) -> optax.Schedule:
+    if warmup_steps <= 0:
+        return schedule
+    warmup = optax.linear_schedule(0.0, peak, warmup_steps)
+    return optax.join_schedules([warmup, schedule], [warmup_steps])
+
+
+@SCHEDULES.register("constant")
+def _constant(peak: float, total_steps: int, warmup_steps: int, c) -> optax.Schedule:
+    return _warmup_then(optax.constant_schedule(peak), peak, warmup_steps)
+
+
+@SCHEDULES.register("cosine")
+def _cosine(peak: float, total_steps: int, warmup_steps: int, c) -> optax.Schedule:
+    decay = optax.cosine_decay_schedule(peak, max(total_steps - warmup_steps, 1), alpha=c.end_factor)
+    return _warmup_then(decay, peak, warmup_steps)
+
+
+@SCHEDULES.register("warmup")
+def _warmup(peak: float, total_steps: int, warmup_steps: int, c) -> optax.Schedule:
+    """Linear warmup to the peak, then linear decay to ``end_factor * peak``."""
+    decay = optax.linear_schedule(peak, peak * c.end_factor, max(total_steps - warmup_steps, 1))
+    return _warmup_then(decay, peak, warmup_steps)
+
+
+@SCHEDULES.register("step")
+def _step(peak: float, total_steps: int, warmup_steps: int, c) -> optax.Schedule:
+    """Multiply by ``decay_factor`` at each boundary, given as fractions of training."""
+    boundaries = {int(f * total_steps) - warmup_steps: c.decay_factor for f in c.boundaries}
+    return _warmup_then(optax.piecewise_constant_schedule(peak, boundaries), peak, warmup_steps)
+
+
+def make_schedule(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+    warmup = config.schedule.warmup_steps or int(config.schedule.warmup_epochs * steps_per_epoch)
+    return SCHEDULES.get(config.schedule.name)(config.optimizer.learning_rate, total_steps, warmup, config.schedule)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Optional clipping, coupled (L2) weight decay for the non-decoupled optimizers, then the update rule."""
+    c = config.optimizer
+    parts = []
+    if c.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(c.grad_clip_norm))
+    if c.weight_decay > 0 and c.name != "adamw":
+        parts.append(optax.add_decayed_weights(c.weight_decay, mask=decay_mask))
+    parts.append(OPTIMIZERS.get(c.name)(schedule, c))
+    return optax.chain(*parts)
