@@ -25,6 +25,8 @@ output and subsample it, which the direct convolution does better.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -44,23 +46,39 @@ def _next_fast_len(n: int) -> int:
         m += 1
 
 
-def _circular_correlate(x: jax.Array, kernel: jax.Array, fft_shape: tuple[int, ...]) -> jax.Array:
+def _circular_correlate(x: jax.Array, kernel: jax.Array, fft_shape: tuple[int, ...], flip: bool) -> jax.Array:
     """Circular cross-correlation at transform size ``fft_shape``: ``irfftn(X · conj(W))``, summed over ``c``.
 
     ``x`` is ``(batch, *spatial, in)`` with spatial sizes <= ``fft_shape`` (zero-filled up to it);
-    ``kernel`` is ``(*k, in, out)``. Returns ``(batch, *fft_shape, out)``.
+    ``kernel`` is ``(*k, in, out)``, reversed spatially when ``flip`` (convolution is correlation with the
+    reversed kernel). Returns ``(batch, *fft_shape, out)``.
     """
     ndim = len(fft_shape)
-    x_axes = tuple(range(1, ndim + 1))
+    x_axes, kernel_axes = tuple(range(1, ndim + 1)), tuple(range(ndim))
+    if flip:
+        kernel = jnp.flip(kernel, axis=kernel_axes)
     spectrum_x = jnp.fft.rfftn(x, s=fft_shape, axes=x_axes)
-    spectrum_w = jnp.fft.rfftn(kernel, s=fft_shape, axes=tuple(range(ndim)))
+    spectrum_w = jnp.fft.rfftn(kernel, s=fft_shape, axes=kernel_axes)
     spectrum_y = jnp.einsum("b...c,...co->b...o", spectrum_x, jnp.conj(spectrum_w))
-    return jnp.fft.irfftn(spectrum_y, s=fft_shape, axes=x_axes)
+    return jnp.fft.irfftn(spectrum_y, s=fft_shape, axes=x_axes).astype(jnp.result_type(x, kernel))
 
 
-def _oriented_kernel(kernel: jax.Array, flip: bool) -> jax.Array:
-    """The kernel to correlate with: convolution is correlation with the kernel reversed spatially."""
-    return jnp.flip(kernel, axis=tuple(range(kernel.ndim - 2))) if flip else kernel
+# The public functions validate, then run one compiled program (eagerly, each op would be its own dispatch).
+@partial(jax.jit, static_argnums=(2, 3))
+def _fft_conv_zero_padded(
+    x: jax.Array, kernel: jax.Array, pads: tuple[tuple[int, int], ...], flip: bool
+) -> jax.Array:
+    x = pad_boundary(x, pads)
+    padded = x.shape[1:-1]
+    y = _circular_correlate(x, kernel, tuple(_next_fast_len(n) for n in padded), flip)
+    return y[(slice(None), *(slice(0, n - k + 1) for n, k in zip(padded, kernel.shape[:-2], strict=True)))]
+
+
+@partial(jax.jit, static_argnums=2)
+def _fft_conv_periodic(x: jax.Array, kernel: jax.Array, flip: bool) -> jax.Array:
+    y = _circular_correlate(x, kernel, x.shape[1:-1], flip)
+    ndim = x.ndim - 2
+    return jnp.roll(y, tuple((k - 1) // 2 for k in kernel.shape[:-2]), axis=tuple(range(1, ndim + 1)))
 
 
 def fft_conv(x: jax.Array, kernel: jax.Array, *, padding: Padding = "VALID", flip: bool = False) -> jax.Array:
@@ -84,16 +102,13 @@ def fft_conv(x: jax.Array, kernel: jax.Array, *, padding: Padding = "VALID", fli
       ``(batch, *out_spatial, out_channels)``, equal to ``correlate(x, kernel, padding=padding)`` (or
       ``convolve``) up to float rounding.
     """
+    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
     ndim = check_kernel(x, kernel)
     ones = (1,) * ndim
     kernel_size = kernel.shape[:ndim]
     pads = resolve_padding(padding, x.shape[1:-1], kernel_size, ones, ones)
-    out_spatial = output_size(x.shape[1:-1], kernel_size, ones, ones, pads)
-    x_padded = pad_boundary(x, pads)
-    fft_shape = tuple(_next_fast_len(n) for n in x_padded.shape[1:-1])
-    y = _circular_correlate(x_padded, _oriented_kernel(kernel, flip), fft_shape)
-    y = y[(slice(None), *(slice(0, n) for n in out_spatial))]
-    return y.astype(jnp.result_type(x, kernel))
+    output_size(x.shape[1:-1], kernel_size, ones, ones, pads)  # raises if the kernel does not fit
+    return _fft_conv_zero_padded(x, kernel, tuple(pads), bool(flip))
 
 
 def fft_conv_circular(x: jax.Array, kernel: jax.Array, *, flip: bool = False) -> jax.Array:
@@ -114,6 +129,7 @@ def fft_conv_circular(x: jax.Array, kernel: jax.Array, *, flip: bool = False) ->
     Returns:
       ``(batch, *spatial, out_channels)``.
     """
+    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
     ndim = check_kernel(x, kernel)
     spatial = x.shape[1:-1]
     kernel_size = kernel.shape[:ndim]
@@ -122,8 +138,4 @@ def fft_conv_circular(x: jax.Array, kernel: jax.Array, *, flip: bool = False) ->
             f"kernel spatial size {tuple(kernel_size)} must not exceed the input spatial size "
             f"{tuple(spatial)} for circular correlation"
         )
-    y = _circular_correlate(x, _oriented_kernel(kernel, flip), tuple(spatial))
-    shifts = tuple((k - 1) // 2 for k in kernel_size)
-    y = jnp.roll(y, shifts, axis=tuple(range(1, ndim + 1)))
-    return y.astype(jnp.result_type(x, kernel))
-
+    return _fft_conv_periodic(x, kernel, bool(flip))

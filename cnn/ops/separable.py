@@ -27,6 +27,7 @@ separable correlations.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,7 @@ def _pointwise_matrix(pointwise_kernel: jax.Array, ndim: int, channels: int) -> 
     shape = tuple(pointwise_kernel.shape)
     if pointwise_kernel.ndim not in (2, ndim + 2) or any(s != 1 for s in shape[:-2]) or shape[-2] != channels:
         raise ValueError(
-            f"pointwise_kernel must have shape ({channels}, out) or {(1,) * ndim + (channels,)} + (out,) "
+            f"pointwise_kernel must have shape ({channels}, out) or ({'1, ' * ndim}{channels}, out) "
             f"(in_channels = depthwise output channels {channels}), got {shape}"
         )
     return pointwise_kernel.reshape(shape[-2:])
@@ -83,6 +84,7 @@ def depthwise_separable(
     Returns:
       ``(batch, *out_spatial, out)``.
     """
+    x, depthwise_kernel, pointwise_kernel = map(jnp.asarray, (x, depthwise_kernel, pointwise_kernel))
     if depthwise_kernel.ndim < 3:
         raise ValueError(
             f"depthwise_kernel must have shape (*kernel_spatial, 1, C*m), got {tuple(depthwise_kernel.shape)}"
@@ -141,6 +143,7 @@ def separable_conv(
     Returns:
       ``(batch, *out_spatial, C)``.
     """
+    x = jnp.asarray(x)
     kernels = [jnp.asarray(k) for k in kernels_1d]
     ndim = len(kernels)
     if x.ndim - 2 != ndim:
@@ -160,10 +163,23 @@ def separable_conv(
     dilations = as_tuple(dilation, ndim, "dilation")
     pads = resolve_padding(padding, x.shape[1:-1], kernel_size, strides, dilations)
     sizes = output_size(x.shape[1:-1], kernel_size, strides, dilations, pads)
-    y = x
-    for a in range(ndim):
-        y = _correlate_along(y, kernels[a], a + 1, strides[a], dilations[a], pads[a], sizes[a])
-    return y
+    return _separable_passes(x, tuple(kernels), strides, dilations, tuple(pads), sizes)
+
+
+# Compiled as one program: called eagerly, the d·k slices would otherwise each be a separate dispatch.
+@partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _separable_passes(
+    x: jax.Array,
+    kernels: tuple[jax.Array, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    sizes: tuple[int, ...],
+) -> jax.Array:
+    """The d 1D passes of ``separable_conv`` on validated, resolved arguments."""
+    for a, kernel_1d in enumerate(kernels):
+        x = _correlate_along(x, kernel_1d, a + 1, strides[a], dilations[a], pads[a], sizes[a])
+    return x
 
 
 def separable_approximation(kernel: jax.Array, rank: int = 1) -> tuple[jax.Array, jax.Array]:
@@ -193,13 +209,20 @@ def separable_approximation(kernel: jax.Array, rank: int = 1) -> tuple[jax.Array
     kh, kw = kernel.shape[:2]
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= min(kh, kw):
         raise ValueError(f"rank must be an int in [1, min(kh, kw) = {min(kh, kw)}], got {rank!r}")
-    per_channel = kernel.ndim == 3
-    matrices = jnp.moveaxis(kernel if per_channel else kernel[..., None], -1, 0)  # (C, kh, kw)
-    u, s, vt = jnp.linalg.svd(matrices, full_matrices=False)
+    if kernel.ndim == 3:
+        return _truncated_svd_factors(kernel, rank)
+    col, row = _truncated_svd_factors(kernel[..., None], rank)
+    return col[..., 0], row[..., 0]
+
+
+@partial(jax.jit, static_argnums=1)
+def _truncated_svd_factors(kernel: jax.Array, rank: int) -> tuple[jax.Array, jax.Array]:
+    """Factors ``sqrt(σ_t) u_t`` ``(r, kh, C)`` and ``sqrt(σ_t) v_t`` ``(r, kw, C)`` of each channel's SVD."""
+    u, s, vt = jnp.linalg.svd(jnp.moveaxis(kernel, -1, 0), full_matrices=False)  # per channel: (kh, kw)
     root = jnp.sqrt(s[:, :rank])  # (C, r)
-    col = jnp.transpose(u[:, :, :rank] * root[:, None, :], (2, 1, 0))  # (r, kh, C)
-    row = jnp.transpose(vt[:, :rank, :] * root[:, :, None], (1, 2, 0))  # (r, kw, C)
-    return (col, row) if per_channel else (col[..., 0], row[..., 0])
+    col = jnp.transpose(u[:, :, :rank] * root[:, None, :], (2, 1, 0))
+    row = jnp.transpose(vt[:, :rank, :] * root[:, :, None], (1, 2, 0))
+    return col, row
 
 
 def separable_reconstruct(col_factors: jax.Array, row_factors: jax.Array) -> jax.Array:
@@ -213,8 +236,8 @@ def separable_reconstruct(col_factors: jax.Array, row_factors: jax.Array) -> jax
       ``(kh, kw)`` or ``(kh, kw, C)``.
     """
     col, row = jnp.asarray(col_factors), jnp.asarray(row_factors)
-    rank_and_channels = (col.shape[0], *col.shape[2:]), (row.shape[0], *row.shape[2:])
-    if col.ndim not in (2, 3) or row.ndim != col.ndim or rank_and_channels[0] != rank_and_channels[1]:
+    same_ndim = col.ndim in (2, 3) and row.ndim == col.ndim
+    if not same_ndim or col.shape[0] != row.shape[0] or col.shape[2:] != row.shape[2:]:
         raise ValueError(
             "col_factors and row_factors must have shapes (r, kh[, C]) and (r, kw[, C]) with equal r and C, "
             f"got {tuple(col.shape)} and {tuple(row.shape)}"
