@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -26,7 +27,29 @@ def run_cli(main: Callable[[list[str]], int]) -> int:
             return 2
 
     try:
-        app.run(guarded)
+        app.run(guarded, flags_parser=_parse_flags)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
     return 0
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with every error as one line: a bad flag value, a config key that does not exist, a config
+    file that does not load (ml_collections loads it lazily, so it is touched here)."""
+    from absl import flags
+
+    try:
+        args = flags.FLAGS(argv)
+        if "config" in flags.FLAGS:
+            flags.FLAGS.config.keys()
+        return args
+    except (AttributeError, KeyError) as error:
+        # ml_collections reports an unknown key as a KeyError wrapped in an AttributeError, quoted twice.
+        key = re.search(r"'(\w+)", str(error))
+        hint = re.search(r"Did you mean [^?]*\?", str(error))
+        message = f"no such config key {key.group(1) if key else str(error)!r}" + (f" ({hint.group(0)})" if hint else "")
+    except (flags.Error, OSError, TypeError, ValueError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        message = re.sub(r"^\w+Error: ", "", lines[-1]) if lines else type(error).__name__
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import jax
 import numpy as np
@@ -84,15 +85,25 @@ class Checkpoints:
                 return self.restore(step, abstract_state), step
             except CheckpointMismatchError:
                 raise
-            except Exception as error:
-                log.warning("checkpoint at step %d is unreadable (%s); falling back to the previous one", step,
-                            str(error).splitlines()[0][:200])
+            except Exception as error:  # any read failure means: try the previous one
+                aside = self._move_aside(step)
+                log.warning("checkpoint at step %d is unreadable (%s); moved to %s, falling back to the previous "
+                            "one", step, str(error).splitlines()[0][:200], aside)
         return None, 0
+
+    def _move_aside(self, step: int) -> str:
+        """Rename an unreadable checkpoint (kept for inspection) so the step can be saved again."""
+        source = os.path.join(self.directory, str(step))
+        target = f"{source}.unreadable-{int(time.time())}"
+        if jax.process_index() == 0:
+            os.replace(source, target)
+        self.manager.reload()
+        return target
 
     def _check_shapes(self, step: int, abstract_state) -> None:
         try:
             stored = _shapes(self.manager.item_metadata(step))
-        except Exception:
+        except Exception:  # unreadable metadata is reported by the restore itself
             return
         expected = _shapes(abstract_state)
         for name, shape in expected.items():

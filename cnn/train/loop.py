@@ -20,7 +20,7 @@ from tqdm import tqdm
 from cnn.data import DATASETS, TrainStream, load_split
 from cnn.errors import NonFiniteLossError
 from cnn.train.checkpoint import Checkpoints
-from cnn.train.config import save_config, steps_of
+from cnn.train.config import save_config, steps_of, validate
 from cnn.train.experiment import Experiment
 from cnn.train.metrics import MetricWriter
 
@@ -46,6 +46,7 @@ def _mean_and_check(pending: list[tuple[int, dict]]) -> dict[str, float]:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return the final eval metrics."""
+    validate(config)
     os.makedirs(workdir, exist_ok=True)
     spec = DATASETS.get(config.dataset.name)()
     train_split = load_split(config.dataset.name, config.dataset.train_split, config.dataset.data_dir)
@@ -57,6 +58,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if jax.process_index() == 0:
         save_config(config, workdir)
 
+    if jax.process_index() == 0:
+        devices = jax.devices()
+        print(f"training on {len(devices)} {devices[0].platform} device{'s' if len(devices) > 1 else ''} "
+              f"({jax.process_count()} process(es))", file=sys.stderr)
     checkpoints = open_checkpoints(config, workdir)
     state, start = checkpoints.restore_latest(exp.abstract_state())
     if state is None:

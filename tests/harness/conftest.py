@@ -1,0 +1,73 @@
+"""Shared fixtures: a TFDS data dir with the digits prepared once, and a runner for the CLIs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("tfds")
+    from cnn.data import load_split
+
+    load_split("digits", "train", str(path))  # prepares the dataset once for every test
+    return str(path)
+
+
+def cli_env(tfds_dir: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(TFDS_DATA_DIR=tfds_dir, PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_cli(script: str, *args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result
+
+
+def train_args(workdir: Path, *overrides: str) -> list[str]:
+    return ["--config=configs/default.py:runlocal", f"--workdir={workdir}", *overrides]
+
+
+@pytest.fixture
+def train(tfds_dir):
+    """``train(workdir, *overrides, check=True, **env)`` runs train.py with the runlocal config."""
+
+    def run(workdir: Path, *overrides: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+        return run_cli("train.py", *train_args(workdir, *overrides), env=cli_env(tfds_dir, **env), check=check)
+
+    return run
+
+
+@pytest.fixture
+def evaluate(tfds_dir):
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run_cli("eval.py", *args, env=cli_env(tfds_dir), check=check)
+
+    return run
+
+
+def restore_params(workdir: Path, step: int):
+    """Parameters and model state of a checkpoint, read with orbax directly (no model needed)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    path = Path(workdir) / "checkpoints" / str(step) / "default"
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    with ocp.StandardCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(path)
+        metadata = getattr(metadata, "item_metadata", metadata)
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata.tree
+                              if hasattr(metadata, "tree") else metadata)
+        tree = checkpointer.restore(path, target)
+    return {"params": tree["params"], "model_state": tree["model_state"], "opt_state": tree["opt_state"]}
