@@ -47,7 +47,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
         # ml_collections reports an unknown key as a KeyError wrapped in an AttributeError, quoted twice.
         key = re.search(r"'(\w+)", str(error))
         hint = re.search(r"Did you mean [^?]*\?", str(error))
-        message = f"no such config key {key.group(1) if key else str(error)!r}" + (f" ({hint.group(0)})" if hint else "")
+        message = f"no such config key {key.group(1) if key else str(error)!r}"
+        message += f" ({hint.group(0)})" if hint else ""
     except (flags.Error, OSError, TypeError, ValueError) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         message = re.sub(r"^\w+Error: ", "", lines[-1]) if lines else type(error).__name__
