@@ -86,8 +86,6 @@ def rescale(factor: float, method: str = "linear") -> Transform:
         scale = jnp.full((ndim,), factor, jnp.float32)
         # scale_and_translate maps input coordinate u to u * scale + translation; fix the center n / 2.
         translation = jnp.asarray([(1 - factor) * n / 2 for n in spatial], jnp.float32)
-        return jax.image.scale_and_translate(
-            x, x.shape, tuple(range(1, ndim + 1)), scale, translation, method=method
-        )
+        return jax.image.scale_and_translate(x, x.shape, tuple(range(1, ndim + 1)), scale, translation, method=method)
 
     return transform

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -103,7 +105,12 @@ def _window_geometry(x, window: IntOrSeq, stride: IntOrSeq | None, padding: Padd
 
 
 def _reduce_window(x, init, op, window, stride, pads):
-    """``lax.reduce_window`` over the spatial axes of a channels-last array (batch and channels untouched)."""
+    """``lax.reduce_window`` over the spatial axes of a channels-last array (batch and channels untouched).
+
+    ``init`` is made a concrete numpy scalar: lax recognizes (max, -inf) and (add, 0) as the differentiable
+    reduce_window_max / reduce_window_sum only for a concrete init; under ``jit`` a ``jnp`` array is a tracer.
+    """
+    init = np.array(init, x.dtype)
     return lax.reduce_window(x, init, op, (1, *window, 1), (1, *stride, 1), [(0, 0), *pads, (0, 0)])
 
 
@@ -114,8 +121,8 @@ def max_pool(x, window: IntOrSeq, *, stride: IntOrSeq | None = None, padding: Pa
     ``out = floor((n + low + high - w) / s) + 1`` per axis.
     """
     window, stride, pads, _, _ = _window_geometry(x, window, stride, padding)
-    init = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
-    return _reduce_window(x, jnp.array(init, x.dtype), lax.max, window, stride, pads)
+    init = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
+    return _reduce_window(x, init, lax.max, window, stride, pads)
 
 
 def avg_pool(
@@ -132,7 +139,7 @@ def avg_pool(
     input elements in window ``i``, so that border outputs are the mean of the real values only.
     """
     window, stride, pads, _, counts = _window_geometry(x, window, stride, padding)
-    total = _reduce_window(x, jnp.array(0, x.dtype), lax.add, window, stride, pads)
+    total = _reduce_window(x, 0, lax.add, window, stride, pads)
     if count_include_pad:
         return total / math.prod(window)
     return total / jnp.asarray(counts, total.dtype)[None, ..., None]
@@ -148,9 +155,7 @@ def _abs_pow(a, p: float):
     return jnp.where(positive, jnp.where(positive, a, 1) ** p, 0)
 
 
-def lp_pool(
-    x, window: IntOrSeq, *, p: float = 2.0, stride: IntOrSeq | None = None, padding: Padding = "VALID"
-):
+def lp_pool(x, window: IntOrSeq, *, p: float = 2.0, stride: IntOrSeq | None = None, padding: Padding = "VALID"):
     """Lp pooling: ``y[b, i, c] = (sum_{k < w} |xp[b, i*s + k, c]|^p)^(1/p)``, padding with zeros.
 
     ``p = 2`` is L2 pooling (Goodfellow 9.3): the Euclidean norm of the window. We take ``|x|^p`` so that
@@ -162,7 +167,7 @@ def lp_pool(
     if not p > 0:
         raise ValueError(f"p must be > 0, got {p!r}")
     window, stride, pads, _, _ = _window_geometry(x, window, stride, padding)
-    total = _reduce_window(_abs_pow(jnp.abs(x), p), jnp.array(0, x.dtype), lax.add, window, stride, pads)
+    total = _reduce_window(_abs_pow(jnp.abs(x), p), 0, lax.add, window, stride, pads)
     return _abs_pow(total, 1.0 / p)
 
 
@@ -175,7 +180,7 @@ def gaussian_window(size: IntOrSeq, sigma: float | Sequence[float]):
     normalized to sum 1). ``size``: an int (a 1D window) or one int per axis; ``sigma``: a float or one
     per axis, > 0. Returns float32.
     """
-    size = as_tuple(size, 1, "size") if isinstance(size, int) else as_tuple(size, len(size), "size")
+    size = as_tuple(size, 1 if np.ndim(size) == 0 else len(size), "size")
     if isinstance(sigma, int | float):
         sigma = (float(sigma),) * len(size)
     sigma = tuple(float(v) for v in sigma)
@@ -197,20 +202,21 @@ def weighted_pool(x, weights, *, stride: IntOrSeq | None = None, padding: Paddin
     grouped convolution with ``feature_group_count = channels``.
     """
     weights = jnp.asarray(weights)
-    window = tuple(weights.shape)
     if weights.ndim == 0:
         raise ValueError("weights must have the window's shape (one axis per spatial axis), got a scalar")
-    window, stride, pads, out_spatial, _ = _window_geometry(x, window, stride, padding)
+    _, stride, pads, _, _ = _window_geometry(x, tuple(weights.shape), stride, padding)
+    return _weighted_pool(x, weights, stride, tuple(map(tuple, pads)))
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _weighted_pool(x, weights, stride, pads):
+    """Validated core of ``weighted_pool``, compiled once per geometry (not one dispatch per slice)."""
     xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    out_spatial = [(n - w) // s + 1 for n, w, s in zip(xp.shape[1:-1], weights.shape, stride, strict=True)]
     out = None
-    for k in np.ndindex(*window):
-        start = (0, *k, 0)
-        limit = (
-            xp.shape[0],
-            *(kk + (m - 1) * s + 1 for kk, m, s in zip(k, out_spatial, stride, strict=True)),
-            xp.shape[-1],
-        )
-        term = weights[k] * lax.slice(xp, start, limit, (1, *stride, 1))
+    for k in np.ndindex(*weights.shape):
+        limit = [kk + (m - 1) * s + 1 for kk, m, s in zip(k, out_spatial, stride, strict=True)]
+        term = weights[k] * lax.slice(xp, (0, *k, 0), (xp.shape[0], *limit, xp.shape[-1]), (1, *stride, 1))
         out = term if out is None else out + term
     return out
 
@@ -242,7 +248,12 @@ def adaptive_pool(x, output_size: IntOrSeq, reduce: str = "max"):
     _check_reduce(reduce, ("max", "avg"))
     ndim = x.ndim - 2
     check_input(x, ndim)
-    out_spatial = as_tuple(output_size, ndim, "output_size")
+    return _adaptive_pool(x, as_tuple(output_size, ndim, "output_size"), reduce)
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _adaptive_pool(x, out_spatial, reduce):
+    """Validated core of ``adaptive_pool``, compiled once per geometry."""
     for axis, (n, m) in enumerate(zip(x.shape[1:-1], out_spatial, strict=True), start=1):
         idx, valid = _adaptive_bins(n, m)
         gathered = jnp.take(x, idx, axis=axis)  # (..., m, L, ...): the bin members along a new axis
@@ -265,9 +276,7 @@ def channel_pool(x, group_size: int, reduce: str = "max"):
     """
     _check_reduce(reduce, ("max", "avg"))
     if x.ndim < 2:
-        raise ValueError(
-            f"x must have a batch axis and a channel axis (rank >= 2), got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"x must have a batch axis and a channel axis (rank >= 2), got shape {tuple(x.shape)}")
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
         raise ValueError(f"group_size must be a positive int, got {group_size!r}")
     channels = x.shape[-1]

@@ -120,7 +120,7 @@ def empirical_receptive_field(
     projected on each spatial axis of the ``(batch, *spatial, channels)`` input; returns per spatial axis
     ``AxisExtent(first, last, size = last - first + 1)``. The gradient must not cancel or vanish inside the
     field, so measure models with positive weights and average (not max) pooling: the geometry is the
-    same. A dilated field may have holes; ``size`` is its extent.
+    same. A dilated field may have holes; ``size`` is its extent. Pass a jitted ``f`` for speed.
     """
     input_shape = tuple(int(n) for n in input_shape)
     if len(input_shape) < 3:

@@ -8,6 +8,7 @@ unit 0's field: P = (r - 1) / 2 - start. Each chain is also recomputed by hand i
 by ``empirical_receptive_field`` on a 1D model with the same geometry.
 """
 
+import jax
 import jax.numpy as jnp
 import pytest
 from hypothesis import assume, given, settings
@@ -76,6 +77,7 @@ def _padding(layer: Layer):
 def _model(layers):
     """A 1D model with the chain's geometry: ones kernels (no gradient cancels), every layer a correlation."""
 
+    @jax.jit
     def f(x):
         for layer in map(lambda t: t if isinstance(t, Layer) else Layer(*t), layers):
             kernel = jnp.ones((layer.kernel, 1, 1), x.dtype)
@@ -134,7 +136,7 @@ def test_goodfellow_fig_9_4_and_tuple_forms():
     assert fields[0].start == 0.5  # an even field is centered between two pixels
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     layers=st.lists(
         st.tuples(
@@ -164,6 +166,7 @@ def test_analytic_equals_empirical_for_random_chains(layers, extra):
     field = receptive_field(chain)[-1]
     n = 2 * (field.size + field.jump) + extra  # room for units whose field lies inside the input
 
+    @jax.jit  # one compiled program per chain instead of op-by-op dispatch
     def f(x):
         for fn in fns:
             x = fn(x)
