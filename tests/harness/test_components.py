@@ -1,0 +1,146 @@
+"""Harness parts in process, each against an independent reference (formulas, scikit-learn's own loader)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from cnn.data import DATASETS, ArraySplit, TrainStream, eval_batches, load_split
+from cnn.errors import ConfigError
+from cnn.registry import Registry
+from cnn.train.config import steps_of
+from cnn.train.optim import make_optimizer, make_schedule
+from cnn.train.steps import cross_entropy
+from configs.default import get_config
+
+
+def test_registry_unknown_name_lists_choices():
+    registry = Registry("widget")
+    registry.register("b", object)
+    registry.register("a", object)
+    with pytest.raises(ConfigError, match=r"unknown widget 'c'; choose from \['a', 'b'\]"):
+        registry.get("c")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("a", object)
+
+
+def _sorted_rows(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    rows = np.concatenate([images.reshape(len(labels), -1).astype(np.int64), labels[:, None]], axis=1)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def test_digits_splits_equal_scikit_learn_loader(tfds_dir):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # the reference: scikit-learn's own loader; train = first 1,437 in file order
+    for name, part in (("train", slice(0, 1437)), ("test", slice(1437, None))):
+        split = load_split("digits", name, tfds_dir)  # TFDS stores examples in key-hash order
+        assert split.images.shape[1:] == (8, 8, 1) and split.images.dtype == np.uint8
+        np.testing.assert_array_equal(_sorted_rows(split.images, split.labels),
+                                      _sorted_rows(digits.images[part], digits.target[part]))
+
+
+def _split(n: int) -> ArraySplit:
+    return ArraySplit(images=np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1), labels=np.arange(n, dtype=np.int32))
+
+
+def test_train_stream_epochs_are_permutations_and_steps_are_pure():
+    spec = DATASETS.get("digits")()
+    stream = TrainStream(_split(50), spec, global_batch=8, seed=3)
+    assert stream.steps_per_epoch == 6
+    for epoch in range(3):
+        seen = np.concatenate([stream.indices(epoch * 6 + k) for k in range(6)])
+        assert len(set(seen.tolist())) == 48  # no example twice within an epoch
+    fresh = TrainStream(_split(50), spec, global_batch=8, seed=3)
+    from_iterator = list(fresh.iterate(10, 14))
+    for step, batch in zip(range(10, 14), from_iterator, strict=True):
+        np.testing.assert_array_equal(batch["label"], stream.batch(step)["label"])
+    other_seed = TrainStream(_split(50), spec, global_batch=8, seed=4)
+    assert not np.array_equal(other_seed.indices(0), stream.indices(0))
+
+
+def test_processes_split_each_global_batch():
+    spec = DATASETS.get("digits")()
+    whole = TrainStream(_split(40), spec, global_batch=8, seed=0)
+    parts = [TrainStream(_split(40), spec, global_batch=8, seed=0, process_index=i, process_count=4) for i in range(4)]
+    for step in range(7):
+        np.testing.assert_array_equal(np.concatenate([p.indices(step) for p in parts]), whole.indices(step))
+
+
+def test_eval_batches_count_each_example_once():
+    spec = DATASETS.get("digits")()
+    batches = list(eval_batches(_split(23), spec, global_batch=5))
+    labels = np.concatenate([b["label"][b["mask"] > 0] for b in batches])
+    np.testing.assert_array_equal(labels, np.arange(23))
+    assert sum(b["mask"].sum() for b in batches) == 23 and all(len(b["label"]) == 5 for b in batches)
+
+
+def test_cross_entropy_with_label_smoothing_matches_formula():
+    rng = np.random.default_rng(0)
+    logits, labels, eps = rng.normal(size=(6, 5)), rng.integers(0, 5, size=6), 0.2
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = np.full((6, 5), eps / 5)
+    targets[np.arange(6), labels] += 1 - eps
+    expected = -(targets * log_p).sum(-1)
+    np.testing.assert_allclose(cross_entropy(jnp.asarray(logits), jnp.asarray(labels), eps), expected, rtol=1e-5)
+
+
+def _config(**schedule) -> ml_collections.ConfigDict:
+    config = get_config()
+    config.schedule.update(schedule)
+    return config
+
+
+def test_cosine_schedule_with_warmup_matches_formula():
+    config = _config(name="cosine", warmup_steps=10)
+    schedule, peak = make_schedule(config, total_steps=110, steps_per_epoch=10), config.optimizer.learning_rate
+    assert float(schedule(5)) == pytest.approx(peak * 5 / 10)
+    for t in (10, 35, 60, 109):
+        expected = peak * 0.5 * (1 + math.cos(math.pi * (t - 10) / 100))
+        assert float(schedule(t)) == pytest.approx(expected, rel=1e-5, abs=1e-6 * peak)
+
+
+def test_step_schedule_decays_at_fractions():
+    config = _config(name="step", warmup_steps=0, warmup_epochs=0.0, boundaries=(0.5, 0.75), decay_factor=0.1)
+    schedule, peak = make_schedule(config, total_steps=100, steps_per_epoch=10), config.optimizer.learning_rate
+    assert [float(schedule(t)) for t in (49, 50, 74, 75)] == pytest.approx([peak, peak * 0.1, peak * 0.1, peak * 0.01])
+
+
+def test_weight_decay_applies_to_kernels_not_biases():
+    config = get_config()
+    config.optimizer.update(name="sgd", learning_rate=0.5, weight_decay=0.1)
+    tx = make_optimizer(config, lambda step: 0.5)
+    params = {"kernel": jnp.ones((3, 3)), "bias": jnp.ones((3,))}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    np.testing.assert_allclose(updates["kernel"], -0.5 * 0.1 * np.ones((3, 3)))
+    np.testing.assert_array_equal(updates["bias"], 0.0)
+
+
+def test_durations_in_steps_or_epochs():
+    config = ml_collections.ConfigDict({"num_steps": 0, "num_epochs": 2.5})
+    assert steps_of(config, "num", steps_per_epoch=22) == 55
+    config.num_steps = 7
+    with pytest.raises(ConfigError, match="exactly one of num_steps and num_epochs"):
+        steps_of(config, "num", steps_per_epoch=22)
+
+
+def test_cpu_flag_appended_only_for_checked_jaxlib(monkeypatch):
+    from cnn import platform
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    monkeypatch.delenv("CNN_YNN_CONV", raising=False)
+    monkeypatch.setattr(platform.importlib.metadata, "version", lambda name: "0.10.2")
+    assert platform.configure_xla_cpu()
+    assert platform.os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {platform.CPU_CONV_FLAG}"
+    assert platform.configure_xla_cpu()  # idempotent: not appended twice
+    assert platform.os.environ["XLA_FLAGS"].count("ynn_fusion_type") == 1
+
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setattr(platform.importlib.metadata, "version", lambda name: "9.9.9")
+    assert not platform.configure_xla_cpu() and platform.os.environ["XLA_FLAGS"] == ""

@@ -1,0 +1,65 @@
+"""eval.py: exact counts against a one-batch numpy evaluation, output files, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+
+from cnn.data import DATASETS, load_split, standardize
+from cnn.models import create
+from tests.harness.conftest import restore_params
+
+
+def test_eval_counts_exactly_with_a_partial_last_batch(tmp_path, train, evaluate, tfds_dir):
+    train(tmp_path, "--config.eval_batch_size=7")  # 360 = 51 * 7 + 3: the last batch is partial
+    result = evaluate(f"--workdir={tmp_path}", "--step=12")
+    report = json.loads((tmp_path / "eval_12.json").read_text())
+    assert (tmp_path / "confusion_12.png").stat().st_size > 1000
+
+    # Reference: the whole test split in one forward pass, outside the harness.
+    test = load_split("digits", "test", tfds_dir)
+    model = create("small_cnn", num_classes=10, width=8, dropout_rate=0.1)
+    state = restore_params(tmp_path, 12)
+    logits = model.apply({"params": state["params"], **state["model_state"]},
+                         jnp.asarray(standardize(test.images, DATASETS.get("digits")())), train=False)
+    predictions = np.argmax(np.asarray(logits), -1)
+    assert report["count"] == 360
+    assert report["accuracy"] == np.mean(predictions == test.labels)
+    confusion = np.zeros((10, 10), int)
+    np.add.at(confusion, (test.labels, predictions), 1)
+    np.testing.assert_array_equal(report["confusion"], confusion)
+    assert f"{report['accuracy']:.4f}" in result.stdout
+
+
+def test_eval_all_and_unknown_step(tmp_path, train, evaluate):
+    train(tmp_path)
+    result = evaluate(f"--workdir={tmp_path}", "--all")
+    steps = sorted(int(p.stem.split("_")[1]) for p in tmp_path.glob("eval_*.json"))
+    assert steps == [8, 12] and "test accuracy" in result.stdout
+    missing = evaluate(f"--workdir={tmp_path}", "--step=5", check=False)
+    assert missing.returncode == 2 and "--step=5: no checkpoint at that step; available: [8, 12]" in missing.stderr
+
+
+def test_eval_errors_are_one_line(tmp_path, train, evaluate):
+    absent = evaluate(f"--workdir={tmp_path / 'absent'}", check=False)
+    assert absent.returncode == 2 and "no such directory" in absent.stderr
+
+    train(tmp_path, "--config.num_steps=2", "--config.checkpoint_every_steps=100", "--config.eval_every_steps=100")
+    for path in (tmp_path / "checkpoints").iterdir():
+        import shutil
+
+        shutil.rmtree(path)
+    empty = evaluate(f"--workdir={tmp_path}", check=False)
+    assert empty.returncode == 2 and "no checkpoints" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_checkpoint_that_does_not_match_config_is_one_line_error(tmp_path, train, evaluate):
+    train(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["model"]["width"] = 16
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = evaluate(f"--workdir={tmp_path}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "does not match the config" in result.stderr
