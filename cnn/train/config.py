@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
@@ -47,6 +48,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def model_overrides(config: ml_collections.ConfigDict) -> dict:
     """Every key of ``config.model`` but ``name`` is a field of the model."""
     return {k: v for k, v in config.model.to_dict().items() if k != "name"}
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """``path[:arg]`` (as ``--config`` takes it) -> ``get_config(arg)`` of that file."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"cnn_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -144,3 +144,13 @@ def test_cpu_flag_appended_only_for_checked_jaxlib(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setattr(platform.importlib.metadata, "version", lambda name: "9.9.9")
     assert not platform.configure_xla_cpu() and platform.os.environ["XLA_FLAGS"] == ""
+
+
+def test_load_config_file_with_variant():
+    from cnn.errors import UserError
+    from cnn.train.config import load_config_file
+
+    assert load_config_file("configs/default.py:runlocal").num_steps == 12
+    assert load_config_file("configs/default.py").num_epochs == 30
+    with pytest.raises(UserError, match="does not exist"):
+        load_config_file("configs/nope.py")
