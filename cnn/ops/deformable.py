@@ -17,17 +17,18 @@ each group with its own offsets and mask. Bilinear sampling with zeros outside t
 This is the convention of torchvision.ops.deform_conv2d (offsets laid out (dy, dx) per tap, taps in
 row-major (kh, kw) order, per offset group).
 
-Evaluation: gather the four corners of every tap from the zero-bordered input (one gather over rows of
-C / groups channels), blend them into columns (batch * out_h * out_w, kh * kw * C), then one matmul with
-the kernel reshaped to (kh * kw * C, out_channels). Autodiff gives the gradients in x (a scatter-add),
-kernel, offsets (through the bilinear weights) and mask.
+Evaluation: gather the four corners of every tap from the zero-bordered input (rows of C / groups
+channels, flat indices, no loops), blend them into columns (batch * out_h * out_w, kh * kw * C), then one
+matmul with the kernel reshaped to (kh * kw * C, out_channels). The gradients in x (a scatter-add),
+kernel, offsets (through the bilinear weights) and mask come from autodiff; a custom JVP for the blend
+only chooses the layout of its transpose and resamples the corners in the backward pass instead of
+storing them (torchvision's backward also resamples). Forward and reverse mode both work.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from cnn.ops._args import IntOrSeq, Padding, as_tuple, check_input, check_kernel, output_size, resolve_padding
 
@@ -48,7 +49,7 @@ def _blend(rows, corners, weights):
 def _blend_jvp(primals, tangents):
     # Written on stacked corners so the transpose (reverse mode) is one scatter-add into rows and one
     # batched dot for the weights. The checkpoint regathers the corner samples in the backward pass
-    # rather than keeping all four (4x the columns) alive between the passes, as torchvision does.
+    # rather than keeping all four (4x the columns) alive between the passes.
     rows, corners, weights = primals
     rows_dot, _, weights_dot = tangents
     through_weights = jax.checkpoint(
@@ -66,12 +67,14 @@ def _sample_columns(x, offsets, mask, stride, dilation, pads, out):
     offsets = offsets.transpose(0, 1, 2, 4, 5, 3, 6)
     grid_y = (jnp.arange(out[0]) * stride[0] - pads[0][0])[:, None] + jnp.arange(kh) * dilation[0]
     grid_x = (jnp.arange(out[1]) * stride[1] - pads[1][0])[:, None] + jnp.arange(kw) * dilation[1]
+    # At least float32: a bf16 position of 100.5 would lose its fraction.
+    offsets = offsets.astype(jnp.promote_types(offsets.dtype, jnp.float32))
     # Every corner of a point outside [-1, size] is outside the input, so clipping there changes no sample
     # (and keeps floor() in int32 range); the zero border below then makes out-of-range corners read 0.
-    y = jnp.clip(grid_y[None, :, None, :, None, None] + offsets[..., 0], -1, height)
-    x_ = jnp.clip(grid_x[None, None, :, None, :, None] + offsets[..., 1], -1, width)
-    y0, x0 = jnp.floor(y), jnp.floor(x_)
-    frac_y, frac_x = y - y0, x_ - x0
+    pos_y = jnp.clip(grid_y[None, :, None, :, None, None] + offsets[..., 0], -1, height)
+    pos_x = jnp.clip(grid_x[None, None, :, None, :, None] + offsets[..., 1], -1, width)
+    y0, x0 = jnp.floor(pos_y), jnp.floor(pos_x)
+    frac_y, frac_x = pos_y - y0, pos_x - x0
     # Border of 1 above/left and 2 below/right: the corner rows y0 and y0 + 1 in [-1, height + 1] all exist.
     padded_width = width + 3
     rows = jnp.pad(x, ((0, 0), (1, 2), (1, 2), (0, 0))).reshape(-1, channels // groups)
@@ -116,6 +119,8 @@ def deformable_conv(
     Returns:
       ``(batch, out_h, out_w, out_channels)``.
     """
+    x, kernel, offsets = jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(offsets)
+    mask = None if mask is None else jnp.asarray(mask)
     check_input(x, 2)
     if kernel.ndim != 4:
         raise ValueError(f"kernel must have shape (kh, kw, in_channels, out_channels), got {tuple(kernel.shape)}")
@@ -141,5 +146,5 @@ def deformable_conv(
         )
     columns = _sample_columns(x, offsets, mask, stride, dilation, pads, out)
     columns = columns.reshape(-1, kernel.shape[0] * kernel.shape[1] * kernel.shape[2])
-    y = lax.dot(columns, kernel.reshape(columns.shape[1], kernel.shape[3]))
+    y = columns @ kernel.reshape(columns.shape[1], kernel.shape[3])
     return y.reshape(x.shape[0], *out, kernel.shape[3])

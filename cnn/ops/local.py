@@ -25,14 +25,14 @@ Two evaluation strategies (chosen in `tiled_conv`):
 * Sub-pixel convolution (`_phase_conv`): with p = t * q + r (r the phase),
   p * s + k * d = q * (t * s) + (r * s + k * d), so all phases are one ordinary correlation with stride
   t * s whose kernel V[u, c, r, o] = W[r, k, c, o] at u = r * s + k * d (zero elsewhere) has
-  prod(tile) * out_channels outputs; a depth-to-space reshape interleaves the phases. No patches are
+  prod(tile) * out_channels outputs; a depth-to-space reshape interleaves the phases. V lives on a grid of
+  step gcd(s, d) (d for a tile of one, so that case is exactly the dilated correlation). No patches are
   materialized; the zeros in V cost extra flops, so it is used only while that overhead is small.
 """
 
 from __future__ import annotations
 
 import math
-import string
 
 import jax
 import jax.numpy as jnp
@@ -53,8 +53,12 @@ _DIMENSION_NUMBERS = {
 _MAX_PHASE_CONV_OVERHEAD = 4.0
 
 
-def _geometry(x, kernel, lead_name: str, stride: IntOrSeq, padding: Padding, dilation: IntOrSeq):
-    """Validate ``x`` and a ``(*lead, *kernel_spatial, in, out)`` kernel; return the resolved geometry."""
+def _prepare(x, kernel, lead_name: str, stride: IntOrSeq, padding: Padding, dilation: IntOrSeq):
+    """Validate ``x`` and a ``(*lead, *kernel_spatial, in, out)`` kernel; return them and the geometry."""
+    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    # One common dtype: lax convolutions need equal operand dtypes.
+    dtype = jnp.result_type(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
     if kernel.ndim not in (4, 6, 8):
         raise ValueError(
             f"kernel must have shape (*{lead_name}, *kernel_spatial, in_channels, out_channels) with 1, 2 or 3 "
@@ -74,7 +78,7 @@ def _geometry(x, kernel, lead_name: str, stride: IntOrSeq, padding: Padding, dil
     dilation = as_tuple(dilation, ndim, "dilation")
     pads = resolve_padding(padding, x.shape[1:-1], ksize, stride, dilation)
     out = output_size(x.shape[1:-1], ksize, stride, dilation, pads)
-    return lead, ksize, stride, dilation, pads, out
+    return x, kernel, lead, ksize, stride, dilation, pads, out
 
 
 def _whole_tiles_padding(in_spatial, ksize, stride, dilation, pads, out, tile):
@@ -106,9 +110,9 @@ def _phase_einsum(x, kernel, tile, ksize, stride, dilation, pads, out):
     taps = math.prod(ksize)
     patches = patches.reshape(x.shape[0], *(v for qt in zip(counts, tile, strict=True) for v in qt), -1, taps)
     weights = kernel.reshape(*tile, taps, kernel.shape[-2], kernel.shape[-1])
-    q, t = string.ascii_uppercase[:ndim], string.ascii_lowercase[:ndim]
+    q, t = "uvw"[:ndim], "xyz"[:ndim]
     phases = "".join(a + b for a, b in zip(q, t, strict=True))
-    y = jnp.einsum(f"N{phases}CK,{t}KCO->N{phases}O", patches, weights)
+    y = jnp.einsum(f"n{phases}ck,{t}kco->n{phases}o", patches, weights)
     return _interleave(y, counts, tile, out)
 
 
@@ -136,10 +140,10 @@ def _phase_conv(x, kernel, tile, ksize, stride, dilation, pads, out):
         jnp.asarray(np.arange(e)[:, None, None] * g == np.arange(t)[:, None] * s + np.arange(k) * d, kernel.dtype)
         for e, t, k, s, d, g in zip(extent, tile, ksize, stride, dilation, steps, strict=True)
     ]
-    u, t, k = (string.ascii_letters[i * ndim : (i + 1) * ndim] for i in range(3))
+    u, t, k = "uvw"[:ndim], "xyz"[:ndim], "abc"[:ndim]
     specs = ",".join(a + b + c for a, b, c in zip(u, t, k, strict=True))
     # HIGHEST: the placement only copies weights, it must not round them.
-    phase_kernel = jnp.einsum(f"{t}{k}CO,{specs}->{u}C{t}O", kernel, *places, precision=lax.Precision.HIGHEST)
+    phase_kernel = jnp.einsum(f"{t}{k}io,{specs}->{u}i{t}o", kernel, *places, precision=lax.Precision.HIGHEST)
     phase_kernel = phase_kernel.reshape(*extent, kernel.shape[-2], -1)
     y = lax.conv_general_dilated(
         x, phase_kernel, tuple(s * n for s, n in zip(stride, tile, strict=True)), pads,
@@ -164,7 +168,9 @@ def locally_connected(
     Returns:
       ``(batch, *out_spatial, out_channels)``.
     """
-    positions, ksize, stride, dilation, pads, out = _geometry(x, kernel, "out_spatial", stride, padding, dilation)
+    x, kernel, positions, ksize, stride, dilation, pads, out = _prepare(
+        x, kernel, "out_spatial", stride, padding, dilation
+    )
     if positions != out:
         raise ValueError(
             f"kernel {tuple(kernel.shape)} has out_spatial {positions}, but x {tuple(x.shape)} with kernel_spatial "
@@ -187,7 +193,7 @@ def tiled_conv(
     Returns:
       ``(batch, *out_spatial, out_channels)``.
     """
-    tile, ksize, stride, dilation, pads, out = _geometry(x, kernel, "tile", stride, padding, dilation)
+    x, kernel, tile, ksize, stride, dilation, pads, out = _prepare(x, kernel, "tile", stride, padding, dilation)
     # Kernels beyond the output are never used: drop them so no phase is computed for nothing.
     tile = tuple(min(t, o) for t, o in zip(tile, out, strict=True))
     kernel = kernel[tuple(slice(0, t) for t in tile)]
