@@ -5,6 +5,7 @@ References (Goodfellow et al. 9.5), float64 loops over output positions p and ke
   tiled:    out[n, p, o] = sum_{k, c} x_pad[n, p * s + k * d, c] * W[p mod t, k, c, o]
 """
 
+import functools
 import math
 
 import jax
@@ -78,6 +79,11 @@ def brute_correlate(x, kernel, stride, pads, dilation):
     return y
 
 
+def jitted(op, x, kernel, **kwargs):
+    """``op(x, kernel, **kwargs)`` under jit: one compilation instead of many eager ones."""
+    return jax.jit(functools.partial(op, **kwargs))(x, kernel)
+
+
 def per_axis(value, ndim):
     return (value,) * ndim if isinstance(value, int) else tuple(value)
 
@@ -112,7 +118,7 @@ def test_locally_connected_matches_brute_force(ndim, stride, padding, dilation):
     pads = explicit_pads(padding, x.shape[1:-1], KERNELS[ndim], strides, dilations)
     out = out_shape(x.shape[1:-1], KERNELS[ndim], strides, pads, dilations)
     kernel = random(rng, (*out, *KERNELS[ndim], x.shape[-1], 4))
-    y = locally_connected(x, kernel, stride=stride, padding=padding, dilation=dilation)
+    y = jitted(locally_connected, x, kernel, stride=stride, padding=padding, dilation=dilation)
     np.testing.assert_allclose(y, brute_tiled(x, kernel, strides, pads, dilations, ndim), rtol=1e-5, atol=1e-5)
 
 
@@ -124,7 +130,7 @@ def test_locally_connected_with_one_shared_kernel_is_a_correlation(ndim):
     pads = explicit_pads("SAME", x.shape[1:-1], KERNELS[ndim], (1,) * ndim, (1,) * ndim)
     out = out_shape(x.shape[1:-1], KERNELS[ndim], (1,) * ndim, pads, (1,) * ndim)
     kernel = np.broadcast_to(shared, (*out, *shared.shape))
-    y = locally_connected(x, kernel, padding="SAME")
+    y = jitted(locally_connected, x, kernel, padding="SAME")
     expected = brute_correlate(x, shared, (1,) * ndim, pads, (1,) * ndim)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
@@ -144,7 +150,7 @@ def test_tiled_conv_matches_brute_force(strategy, ndim, tile, stride, padding, d
     kernel = random(rng, (*tile, *KERNELS[ndim], x.shape[-1], 4))
     strides, dilations = per_axis(stride, ndim), per_axis(dilation, ndim)
     pads = explicit_pads(padding, x.shape[1:-1], KERNELS[ndim], strides, dilations)
-    y = tiled_conv(x, kernel, stride=stride, padding=padding, dilation=dilation)
+    y = jitted(tiled_conv, x, kernel, stride=stride, padding=padding, dilation=dilation)
     np.testing.assert_allclose(y, brute_tiled(x, kernel, strides, pads, dilations, ndim), rtol=1e-5, atol=1e-5)
 
 
@@ -154,7 +160,7 @@ def test_tile_larger_than_output_uses_only_the_first_kernels(strategy):
     kernel = random(rng, (6, 2, 3, 3, 3, 2))  # output is (3, 5): tile 6 > 3 on the first axis
     pads = [(0, 0), (0, 0)]
     expected = brute_tiled(x, kernel, (1, 1), pads, (1, 1), 2)
-    np.testing.assert_allclose(tiled_conv(x, kernel), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jitted(tiled_conv, x, kernel), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -163,7 +169,7 @@ def test_tile_of_ones_is_a_correlation(strategy, ndim):
     x = random(rng, SHAPES[ndim])
     shared = random(rng, (*KERNELS[ndim], x.shape[-1], 3))
     strides, dilations = (1,) * ndim, (2,) + (1,) * (ndim - 1)
-    y = tiled_conv(x, shared[(None,) * ndim], stride=strides, padding="SAME", dilation=dilations)
+    y = jitted(tiled_conv, x, shared[(None,) * ndim], stride=strides, padding="SAME", dilation=dilations)
     pads = explicit_pads("SAME", x.shape[1:-1], KERNELS[ndim], strides, dilations)
     np.testing.assert_allclose(y, brute_correlate(x, shared, strides, pads, dilations), rtol=1e-5, atol=1e-5)
     reference = correlate(x, shared, stride=strides, padding="SAME", dilation=dilations)
@@ -178,8 +184,8 @@ def test_tile_equal_to_output_is_locally_connected(strategy, ndim):
     pads = explicit_pads(1, x.shape[1:-1], KERNELS[ndim], (2,) * ndim, (1,) * ndim)
     out = out_shape(x.shape[1:-1], KERNELS[ndim], (2,) * ndim, pads, (1,) * ndim)
     kernel = random(rng, (*out, *KERNELS[ndim], x.shape[-1], 3))
-    y = tiled_conv(x, kernel, stride=2, padding=1)
-    np.testing.assert_allclose(y, locally_connected(x, kernel, stride=2, padding=1), rtol=1e-5, atol=1e-5)
+    y = jitted(tiled_conv, x, kernel, stride=2, padding=1)
+    np.testing.assert_allclose(y, jitted(locally_connected, x, kernel, stride=2, padding=1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y, brute_tiled(x, kernel, (2,) * ndim, pads, (1,) * ndim, ndim), rtol=1e-5, atol=1e-5)
 
 
@@ -198,7 +204,7 @@ def test_tiled_conv_property_2d(size, kernel_size, tile, stride, dilation, paddi
     x = random(rng, (1, *size, 2))
     kernel = random(rng, (*tile, *kernel_size, 2, 3))
     pads = explicit_pads(padding, size, kernel_size, stride, dilation)
-    y = tiled_conv(x, kernel, stride=stride, padding=padding, dilation=dilation)
+    y = jitted(tiled_conv, x, kernel, stride=stride, padding=padding, dilation=dilation)
     np.testing.assert_allclose(y, brute_tiled(x, kernel, stride, pads, dilation, 2), rtol=1e-5, atol=1e-5)
 
 
@@ -208,7 +214,7 @@ def test_locally_connected_grads():
         x = jnp.asarray(rng.standard_normal((1, 5, 4, 2)))
         kernel = jnp.asarray(rng.standard_normal((3, 2, 2, 2, 2, 3)))
         check_grads(
-            lambda x, w: locally_connected(x, w, stride=(2, 1), padding=[(1, 1), (0, 0)], dilation=(1, 2)),
+            jax.jit(lambda x, w: locally_connected(x, w, stride=(2, 1), padding=[(1, 1), (0, 0)], dilation=(1, 2))),
             (x, kernel), order=1, modes=("fwd", "rev"), eps=1e-3,
         )
 
@@ -219,7 +225,7 @@ def test_tiled_conv_grads(strategy):
         x = jnp.asarray(rng.standard_normal((1, 6, 5, 2)))
         kernel = jnp.asarray(rng.standard_normal((2, 3, 2, 2, 2, 3)))
         check_grads(
-            lambda x, w: tiled_conv(x, w, stride=(1, 2), padding="SAME", dilation=(2, 1)),
+            jax.jit(lambda x, w: tiled_conv(x, w, stride=(1, 2), padding="SAME", dilation=(2, 1))),
             (x, kernel), order=1, modes=("fwd", "rev"), eps=1e-3,
         )
 
