@@ -154,3 +154,18 @@ def test_load_config_file_with_variant():
     assert load_config_file("configs/default.py").num_epochs == 30
     with pytest.raises(UserError, match="does not exist"):
         load_config_file("configs/nope.py")
+
+
+def test_checkpoints_keep_latest_and_best(tmp_path):
+    from cnn.train.checkpoint import Checkpoints
+
+    checkpoints = Checkpoints(str(tmp_path), max_to_keep=2, best_metric="accuracy", best_mode="max")
+    accuracy = {1: 0.5, 2: 0.9, 3: 0.6, 4: 0.7, 5: 0.65}
+    for step, value in accuracy.items():
+        checkpoints.save(step, {"w": jnp.full((2,), float(step))}, metrics={"accuracy": value})
+    checkpoints.wait()
+    assert checkpoints.steps() == [2, 4, 5]  # the two latest, and the best by accuracy
+    assert checkpoints.best_step() == 2
+    restored = checkpoints.restore(2, {"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
+    np.testing.assert_array_equal(restored["w"], [2.0, 2.0])
+    checkpoints.close()

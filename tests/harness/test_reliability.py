@@ -137,3 +137,15 @@ def test_rerun_of_finished_run_trains_nothing(tmp_path, train):
     result = train(tmp_path)
     assert "resumed from the checkpoint at step 12" in result.stderr
     assert (tmp_path / "metrics.jsonl").read_text() == (tmp_path / "before.jsonl").read_text()
+
+
+def test_tensorboard_events_hold_train_and_eval_scalars(tmp_path, train):
+    import tensorflow as tf
+
+    train(tmp_path)
+    tags = set()
+    for path in (tmp_path / "tb").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"train/loss", "train/accuracy", "train/learning_rate", "train/grad_norm", "train/examples_per_second",
+            "eval/accuracy", "eval/loss"} <= tags
