@@ -45,16 +45,13 @@ class Checkpoints:
         read_only: bool = False,
     ):
         keep: list = [policies.LatestN(max_to_keep)]
-        if best_metric:
-            keep.append(
-                policies.BestN(
-                    get_metric_fn=lambda metrics: metrics[best_metric],
-                    reverse=best_mode == "min",
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
+        best_fn = (lambda metrics: metrics[best_metric]) if best_metric else None
+        if best_fn:
+            keep.append(policies.BestN(get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
+                                       keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
+            best_fn=best_fn,  # for best_step(); which checkpoints stay is the preservation policy's decision
+            best_mode=best_mode,
             preservation_policy=policies.AnyPreservationPolicy(keep),
             cleanup_tmp_directories=not read_only,
             create=not read_only,
