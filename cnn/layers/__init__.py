@@ -4,6 +4,32 @@
 model can take its convolution as a config choice.
 """
 
-from cnn.layers.conv import CONV_TYPES, DEFAULT_KERNEL_INIT, Conv, ModuleDef, conv_module
+from cnn.layers.conv import CONV_METHODS, DEFAULT_KERNEL_INIT, FFT_CROSSOVER_KERNEL_SIZE, Conv, ConvTranspose
+from cnn.layers.conv_types import CONV_TYPES, ConvSpec, ModuleDef, conv_module
+from cnn.layers.deformable import DeformableConv
+from cnn.layers.local import LocallyConnected, TiledConv
+from cnn.layers.pooling import AdaptivePool, AvgPool, ChannelPool, GlobalPool, LpPool, MaxPool, WeightedPool
+from cnn.layers.separable import SeparableConv
 
-__all__ = ["CONV_TYPES", "DEFAULT_KERNEL_INIT", "Conv", "ModuleDef", "conv_module"]
+__all__ = [
+    "CONV_METHODS",
+    "CONV_TYPES",
+    "DEFAULT_KERNEL_INIT",
+    "FFT_CROSSOVER_KERNEL_SIZE",
+    "AdaptivePool",
+    "AvgPool",
+    "ChannelPool",
+    "Conv",
+    "ConvSpec",
+    "ConvTranspose",
+    "DeformableConv",
+    "GlobalPool",
+    "LocallyConnected",
+    "LpPool",
+    "MaxPool",
+    "ModuleDef",
+    "SeparableConv",
+    "TiledConv",
+    "WeightedPool",
+    "conv_module",
+]

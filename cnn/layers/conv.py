@@ -1,4 +1,4 @@
-"""Convolution layers over ``cnn.ops.correlate`` / ``cnn.ops.fft_conv`` (Goodfellow et al., Deep Learning, ch. 9).
+"""Convolution layers over ``cnn.ops.correlate``, ``fft_conv`` and ``conv_transpose`` (Deep Learning, ch. 9).
 
 ``Conv`` is a drop-in for ``flax.linen.Conv`` (same field names and defaults, channels last) computing
 
@@ -7,15 +7,13 @@
 with the kernel ``w`` of shape ``(*kernel_size, in_channels // feature_group_count, features)`` and ``x_pad`` the
 input padded by ``padding`` with the ``boundary`` values (see ``cnn.ops.correlate``).
 
-``conv_module(kind)`` returns a constructor with ``nn.Conv``'s call signature for each kind of ``CONV_TYPES`` (the
-model zoo swaps it for ``nn.Conv``); see ``conv_module`` for what each kind computes and its fallbacks.
+``ConvTranspose`` applies the adjoint of such a correlation, ``x = M^T y`` (see ``cnn.ops.conv_transpose``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import flax.linen as nn
@@ -25,13 +23,11 @@ import jax.numpy as jnp
 from cnn import ops
 from cnn.errors import ConfigError
 from cnn.ops._args import IntOrSeq, Padding, as_tuple, pad_boundary, resolve_padding
-from cnn.registry import Registry
 
-ModuleDef = Callable[..., nn.Module]
 Initializer = Callable[..., jax.Array]
 
 # He et al. 2015 for ReLU networks: variance 2 / fan_in, fan_in = prod(kernel_size) · in_channels / groups.
-# torchvision's ResNet uses fan_out instead (nn.initializers.variance_scaling(2.0, "fan_out", "normal")).
+# torchvision's ResNet uses fan_out instead: nn.initializers.variance_scaling(2.0, "fan_out", "normal").
 DEFAULT_KERNEL_INIT: Initializer = nn.initializers.he_normal()
 
 CONV_METHODS = ("xla", "fft", "auto")
@@ -46,12 +42,9 @@ def spatial_tuple(value: IntOrSeq, ndim: int, name: str) -> tuple[int, ...]:
     return as_tuple(value, ndim, name)
 
 
-def pre_pad(x: jax.Array, padding: Padding, kernel_size, strides, dilation, boundary: str) -> tuple[jax.Array, Padding]:
-    """``x`` padded with the ``boundary`` values and the padding left to apply (zeros need none beforehand)."""
-    if boundary == "zeros":
-        return x, padding
-    pads = resolve_padding(padding, x.shape[1:-1], kernel_size, strides, dilation)
-    return pad_boundary(x, pads, boundary), "VALID"
+def check_features(features: int, name: str = "features") -> None:
+    if not isinstance(features, int) or isinstance(features, bool) or features < 1:
+        raise ValueError(f"{name} must be a positive int, got {features!r}")
 
 
 class Conv(nn.Module):
@@ -66,8 +59,8 @@ class Conv(nn.Module):
       feature_group_count: groups ``G``; the kernel is ``(*kernel_size, in_channels // G, features)``.
       kernel_init: He normal over fan_in by default (``DEFAULT_KERNEL_INIT``); a field so models choose theirs.
       boundary: the values outside the input: ``"zeros" | "reflect" | "replicate" | "circular"``.
-      method: ``"xla"`` (``ops.correlate``), ``"fft"`` (``ops.fft_conv``: stride 1, dilation 1, groups 1 only)
-        or ``"auto"`` (FFT when it can and the kernel is at least ``FFT_CROSSOVER_KERNEL_SIZE``).
+      method: ``"xla"`` (``ops.correlate``), ``"fft"`` (``ops.fft_conv``; needs stride 1, dilation 1 and groups 1)
+        or ``"auto"`` (FFT where it can and the kernel is at least ``FFT_CROSSOVER_KERNEL_SIZE``, else xla).
     """
 
     features: int
@@ -85,10 +78,9 @@ class Conv(nn.Module):
     method: str = "xla"
 
     def uses_fft(self, ndim: int) -> bool:
-        """Whether ``method`` computes this layer by FFT on inputs with ``ndim`` spatial axes."""
+        """Whether this layer computes by FFT on inputs with ``ndim`` spatial axes."""
         if self.method not in CONV_METHODS:
             raise ConfigError(f"method must be one of {list(CONV_METHODS)}, got {self.method!r}")
-        kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
         fft_able = (
             spatial_tuple(self.strides, ndim, "strides") == (1,) * ndim
             and spatial_tuple(self.kernel_dilation, ndim, "kernel_dilation") == (1,) * ndim
@@ -101,25 +93,31 @@ class Conv(nn.Module):
                 f"feature_group_count={self.feature_group_count!r}"
             )
         if self.method == "auto":
+            kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
             return fft_able and math.prod(kernel_size) >= FFT_CROSSOVER_KERNEL_SIZE**ndim
         return self.method == "fft"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        check_features(self.features)
         ndim = x.ndim - 2
         kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
         strides = spatial_tuple(self.strides, ndim, "strides")
         dilation = spatial_tuple(self.kernel_dilation, ndim, "kernel_dilation")
         groups = self.feature_group_count
-        if x.shape[-1] % groups:
-            raise ValueError(f"feature_group_count={groups} must divide the input channels {x.shape[-1]}")
+        if not isinstance(groups, int) or groups < 1 or x.shape[-1] % groups:
+            raise ValueError(f"feature_group_count must be a positive int dividing the {x.shape[-1]} input channels, "
+                             f"got {groups!r}")
         kernel = self.param(
             "kernel", self.kernel_init, (*kernel_size, x.shape[-1] // groups, self.features), self.param_dtype
         )
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.uses_fft(ndim):
-            x, padding = pre_pad(x, self.padding, kernel_size, strides, dilation, self.boundary)
+            padding = self.padding
+            if self.boundary != "zeros":  # fft_conv pads with zeros: pad with the boundary values first
+                pads = resolve_padding(padding, x.shape[1:-1], kernel_size, strides, dilation)
+                x, padding = pad_boundary(x, pads, self.boundary), "VALID"
             y = ops.fft_conv(x, kernel, padding=padding)
         else:
             y = ops.correlate(
@@ -129,88 +127,48 @@ class Conv(nn.Module):
         return y if bias is None else y + bias
 
 
-@dataclass(frozen=True)
-class ConvSpec:
-    """The arguments of an ``nn.Conv`` call, kernel geometry normalized to tuples of one int per spatial axis."""
+class ConvTranspose(nn.Module):
+    """Transposed convolution: the adjoint of a correlation, ``x = M^T y`` (``ops.conv_transpose``),
+
+        out[n, p, o] = sum over (i, k, c) with i·s + k·d - low = p of y[n, i, c] · w[k, o, c]  + b[o]
+
+    Kernel convention: ``w`` of shape ``(*kernel_size, features, in_channels)`` is the kernel of the correlation
+    ``features -> in_channels`` whose adjoint this layer is (so ``correlate(out, w)`` maps back to ``y``'s shape);
+    ``ops.conv_transpose(y, w)`` with ``y``'s ``in_channels`` as that correlation's output channels.
+
+    Output size per axis: ``n·s`` for ``"SAME"`` (as ``nn.ConvTranspose``: the input whose SAME correlation has
+    ``n`` outputs), otherwise the smallest input the correlation maps to ``n`` outputs,
+    ``(n - 1)·s + k_eff - low - high`` (``(n - 1)·s + k_eff`` for ``"VALID"``, as ``nn.ConvTranspose``).
+
+    ``kernel_init``: He normal over this layer's fan-in ``prod(kernel_size) · in_channels``, which is the kernel's
+    last axis, i.e. ``variance_scaling``'s ``fan_out`` for this layout.
+    """
 
     features: int
-    kernel_size: tuple[int, ...]
-    strides: tuple[int, ...]
-    padding: Padding
-    kernel_dilation: tuple[int, ...]
-    feature_group_count: int
-    common: dict[str, Any] = field(default_factory=dict)  # use_bias, kernel_init, bias_init, dtype, name
+    kernel_size: IntOrSeq
+    strides: IntOrSeq = 1
+    padding: Padding = "SAME"
+    kernel_dilation: IntOrSeq = 1
+    use_bias: bool = True
+    kernel_init: Initializer = nn.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")
+    bias_init: Initializer = nn.initializers.zeros
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
-    def conv(self, **changes: Any) -> Conv:
-        """A ``Conv`` with these arguments, some replaced by ``changes``."""
-        args = {
-            "features": self.features, "kernel_size": self.kernel_size, "strides": self.strides,
-            "padding": self.padding, "kernel_dilation": self.kernel_dilation,
-            "feature_group_count": self.feature_group_count, **self.common,
-        }
-        return Conv(**{**args, **changes})
-
-
-CONV_TYPES = Registry("conv type")
-
-
-@CONV_TYPES.register("standard")
-def _standard(spec: ConvSpec) -> nn.Module:
-    """``Conv`` as asked."""
-    return spec.conv()
-
-
-def conv_module(kind: str) -> ModuleDef:
-    """A constructor with ``nn.Conv``'s call signature building convolutions of ``kind`` (one of ``CONV_TYPES``).
-
-    ``conv = conv_module(kind)``; ``conv(features, kernel_size, strides=1, padding="SAME", kernel_dilation=1,
-    feature_group_count=1, use_bias=True, kernel_init=..., bias_init=..., dtype=None, name=None)`` returns a module
-    applied as ``module(x)`` to ``(batch, *spatial, channels)``, whose output has the shape ``nn.Conv``'s would
-    have for the same arguments. As in ``nn.Conv``, an int ``kernel_size`` is a 1D kernel.
-
-    Kinds:
-      standard: ``Conv``.
-
-    A 1×1 kernel (every axis 1) is a plain ``Conv`` in every kind: it has no spatial extent to dilate, deform,
-    separate or transform.
-
-    Raises:
-      ConfigError: unknown ``kind``.
-    """
-    build = CONV_TYPES.get(kind)
-
-    def conv(
-        features: int,
-        kernel_size: IntOrSeq,
-        strides: IntOrSeq = 1,
-        padding: Padding = "SAME",
-        kernel_dilation: IntOrSeq = 1,
-        feature_group_count: int = 1,
-        use_bias: bool = True,
-        kernel_init: Initializer = DEFAULT_KERNEL_INIT,
-        bias_init: Initializer = nn.initializers.zeros,
-        dtype: Any = None,
-        name: str | None = None,
-    ) -> nn.Module:
-        kernel_size = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
-        ndim = len(kernel_size)
-        spec = ConvSpec(
-            features=features,
-            kernel_size=spatial_tuple(kernel_size, ndim, "kernel_size"),
-            strides=spatial_tuple(strides, ndim, "strides"),
-            padding=padding,
-            kernel_dilation=spatial_tuple(kernel_dilation, ndim, "kernel_dilation"),
-            feature_group_count=feature_group_count,
-            common={"use_bias": use_bias, "kernel_init": kernel_init, "bias_init": bias_init, "dtype": dtype,
-                    "name": name},
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:
+        check_features(self.features)
+        ndim = y.ndim - 2
+        kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
+        strides = spatial_tuple(self.strides, ndim, "strides")
+        dilation = spatial_tuple(self.kernel_dilation, ndim, "kernel_dilation")
+        kernel = self.param("kernel", self.kernel_init, (*kernel_size, self.features, y.shape[-1]), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        y, kernel, bias = nn.dtypes.promote_dtype(y, kernel, bias, dtype=self.dtype)
+        input_shape = None
+        if isinstance(self.padding, str) and self.padding.upper() == "SAME":
+            input_shape = (y.shape[0], *(n * s for n, s in zip(y.shape[1:-1], strides, strict=True)), self.features)
+        x = ops.conv_transpose(
+            y, kernel, stride=strides, padding=self.padding, dilation=dilation, input_shape=input_shape
         )
-        if all(k == 1 for k in spec.kernel_size):
-            return _standard(spec)
-        return build(spec)
-
-    conv.__name__ = conv.__qualname__ = f"{kind}_conv"
-    return conv
-
-
-__all__ = ["CONV_METHODS", "CONV_TYPES", "DEFAULT_KERNEL_INIT", "FFT_CROSSOVER_KERNEL_SIZE", "Conv", "ConvSpec",
-           "ModuleDef", "conv_module"]
+        return x if bias is None else x + bias

@@ -1,0 +1,54 @@
+"""Depthwise separable convolution layer (MobileNet / Xception; Deep Learning, sec. 9.8) over
+``ops.depthwise_separable``:
+
+    h[n, i, c·m + q] = sum_k x_pad[n, i·s + k·d, c] · D[k, 0, c·m + q]     (depthwise, multiplier m)
+    y[n, i, o]       = sum_r h[n, i, r] · P[r, o] + b[o]                    (pointwise)
+
+``depthwise`` is ``(*kernel_size, 1, C·m)``, ``pointwise`` ``(C·m, features)``; one bias, after the pointwise step
+(as Keras' ``SeparableConv2D``). ``kernel_init`` initializes both kernels, each over its own fan-in
+(``prod(kernel_size)`` and ``C·m``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnn import ops
+from cnn.layers.conv import DEFAULT_KERNEL_INIT, Initializer, check_features, spatial_tuple
+from cnn.ops._args import IntOrSeq, Padding
+
+
+class SeparableConv(nn.Module):
+    """Depthwise (``depth_multiplier`` filters per input channel) then pointwise convolution."""
+
+    features: int
+    kernel_size: IntOrSeq
+    depth_multiplier: int = 1
+    strides: IntOrSeq = 1
+    padding: Padding = "SAME"
+    kernel_dilation: IntOrSeq = 1
+    use_bias: bool = True
+    kernel_init: Initializer = DEFAULT_KERNEL_INIT
+    bias_init: Initializer = nn.initializers.zeros
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        check_features(self.features)
+        check_features(self.depth_multiplier, "depth_multiplier")
+        ndim = x.ndim - 2
+        kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
+        depth = x.shape[-1] * self.depth_multiplier
+        depthwise = self.param("depthwise", self.kernel_init, (*kernel_size, 1, depth), self.param_dtype)
+        pointwise = self.param("pointwise", self.kernel_init, (depth, self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, depthwise, pointwise, bias = nn.dtypes.promote_dtype(x, depthwise, pointwise, bias, dtype=self.dtype)
+        y = ops.depthwise_separable(
+            x, depthwise, pointwise, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation
+        )
+        return y if bias is None else y + bias
