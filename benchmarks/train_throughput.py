@@ -31,14 +31,15 @@ import numpy as np  # noqa: E402
 
 
 def pipeline_throughput(config_path: str, steps: int) -> dict:
-    from cnn.data import TrainStream, load_split
+    from cnn.data import TrainStream, make_source
     from cnn.train.config import load_config_file
     from cnn.train.experiment import Experiment
 
     config = load_config_file(config_path)
-    split = load_split(config.dataset.name, config.dataset.train_split, config.dataset.data_dir)
-    exp = Experiment(config, steps_per_epoch=len(split) // config.batch_size)
-    stream = TrainStream(split, exp.spec, config.batch_size, config.seed)
+    source = make_source(config.dataset)
+    split = source.load(config.dataset.train_split)
+    exp = Experiment(config, source.spec, steps_per_epoch=len(split) // config.batch_size)
+    stream = TrainStream(split, exp.train_preprocess, config.batch_size, config.seed)
     state, key = exp.init_state(), jax.device_put(jax.random.PRNGKey(0), exp.replicated)
 
     started = time.perf_counter()

@@ -7,18 +7,15 @@ Variant:   --config=configs/default.py:runlocal  (a few steps; used by the tests
 """
 
 import ml_collections
-from ml_collections import config_dict
+
+from cnn.data.sources import dataset_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
 
-    config.dataset = ml_collections.ConfigDict()
-    config.dataset.name = "digits"
-    config.dataset.data_dir = config_dict.placeholder(str)  # default: $TFDS_DATA_DIR or ~/tensorflow_datasets
-    config.dataset.train_split = "train"
-    config.dataset.eval_split = "test"
+    config.dataset = dataset_config("digits")
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "small_cnn"

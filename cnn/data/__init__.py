@@ -1,6 +1,9 @@
-"""Input pipelines: datasets by name (:mod:`cnn.data.sources`) and deterministic batching (:mod:`cnn.data.pipeline`)."""
+"""Input pipelines: sources by name (:mod:`cnn.data.sources`), preprocessing ops (:mod:`cnn.data.preprocess`) and
+deterministic step-indexed batching (:mod:`cnn.data.pipeline`)."""
 
-from cnn.data.pipeline import TrainStream, eval_batches, standardize
-from cnn.data.sources import DATASETS, ArraySplit, DatasetSpec, load_split
+from cnn.data.pipeline import TrainStream, eval_batches
+from cnn.data.preprocess import BatchRandom, build_preprocess
+from cnn.data.sources import DATASETS, ArraySplit, DatasetSpec, dataset_config, make_source
 
-__all__ = ["DATASETS", "ArraySplit", "DatasetSpec", "TrainStream", "eval_batches", "load_split", "standardize"]
+__all__ = ["DATASETS", "ArraySplit", "BatchRandom", "DatasetSpec", "TrainStream", "build_preprocess", "dataset_config",
+           "eval_batches", "make_source"]

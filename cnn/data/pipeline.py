@@ -4,7 +4,8 @@ The training batch at step ``k`` is a pure function of ``(seed, k)``: epoch ``e 
 permutation ``rng(seed, e)`` of the split and step ``k`` takes its ``k mod steps_per_epoch``-th block of
 ``global_batch`` examples (the tail of each epoch that does not fill a batch is dropped). A resumed run therefore
 sees exactly the batches of an uninterrupted one; the only state to checkpoint is the step. Each process takes its
-own contiguous slice of every global batch.
+own contiguous slice of every global batch. Preprocessing (:mod:`cnn.data.preprocess`) draws its random values
+from ``rng(seed, step)`` for the global batch, so augmentations resume exactly too.
 """
 
 from __future__ import annotations
@@ -16,13 +17,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from cnn.data.sources import ArraySplit, DatasetSpec
+from cnn.data.preprocess import BatchRandom, Op
+from cnn.data.sources import ArraySplit
 from cnn.errors import ConfigError
-
-
-def standardize(images: np.ndarray, spec: DatasetSpec) -> np.ndarray:
-    """``(pixel / scale - mean) / std`` as float32."""
-    return ((images.astype(np.float32) / spec.scale - spec.mean) / spec.std).astype(np.float32)
 
 
 def local_slice(global_batch: int, process_index: int, process_count: int) -> slice:
@@ -38,7 +35,7 @@ class TrainStream:
     def __init__(
         self,
         split: ArraySplit,
-        spec: DatasetSpec,
+        preprocess: Op,
         global_batch: int,
         seed: int,
         process_index: int = 0,
@@ -46,7 +43,7 @@ class TrainStream:
     ):
         if global_batch < 1 or global_batch > len(split):
             raise ConfigError(f"batch_size={global_batch} must be between 1 and the split size {len(split)}")
-        self.split, self.spec, self.global_batch, self.seed = split, spec, global_batch, seed
+        self.split, self.preprocess, self.global_batch, self.seed = split, preprocess, global_batch, seed
         self.steps_per_epoch = len(split) // global_batch
         self._local = local_slice(global_batch, process_index, process_count)
         self.wait_seconds = 0.0  # time the consumer spent blocked on this stream
@@ -59,7 +56,8 @@ class TrainStream:
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         idx = self.indices(step)
-        return {"image": standardize(self.split.images[idx], self.spec), "label": self.split.labels[idx]}
+        rand = BatchRandom((self.seed, step), self.global_batch, self._local)
+        return {"image": self.preprocess(self.split.images[idx], rand), "label": self.split.labels[idx]}
 
     def iterate(self, start_step: int, end_step: int, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches for steps ``start_step .. end_step - 1``, prepared ``prefetch`` ahead on a background thread."""
@@ -91,7 +89,7 @@ class TrainStream:
 
 
 def eval_batches(
-    split: ArraySplit, spec: DatasetSpec, global_batch: int, process_index: int = 0, process_count: int = 1
+    split: ArraySplit, preprocess: Op, global_batch: int, process_index: int = 0, process_count: int = 1
 ) -> Iterator[dict[str, np.ndarray]]:
     """The whole split in order; the last global batch is padded and ``mask`` marks the real examples."""
     local = local_slice(global_batch, process_index, process_count)
@@ -100,7 +98,7 @@ def eval_batches(
         real = idx < len(split)
         idx = np.where(real, idx, 0)[local]
         yield {
-            "image": standardize(split.images[idx], spec),
+            "image": preprocess(split.images[idx], BatchRandom((0, start), global_batch, local)),
             "label": split.labels[idx],
             "mask": real[local].astype(np.float32),
         }

@@ -1,17 +1,28 @@
-"""Datasets by name: where the examples come from and how pixels are scaled.
+"""Datasets by name: where the examples come from, their shape, classes and pixel statistics.
 
-Every split is loaded through TFDS (prepared in ``data_dir``, default ``$TFDS_DATA_DIR`` or
-``~/tensorflow_datasets``) into host memory as numpy arrays; batching is done by :mod:`cnn.data.pipeline`.
+``config.dataset.name`` picks a source from ``DATASETS``; ``make_source(config.dataset)`` returns an object with a
+``spec`` and ``load(split) -> ArraySplit`` (the split in host memory; batching is done by :mod:`cnn.data.pipeline`).
+
+* TFDS datasets (``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``) are prepared once in
+  ``dataset.data_dir`` (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``) from ``dataset.manual_dir`` when
+  given (no network needed), or by TFDS's download when ``dataset.download`` is true. Otherwise the error comes
+  at once (not after TFDS's minutes of retries) and names the files to fetch and where to put them.
+* ``image_folder``: ``dataset.path/<split>/<class>/*.png|jpg`` (one subfolder per class), resized to
+  ``dataset.image_size``.
+* ``numpy``: ``dataset.path`` is an ``.npz`` with ``<split>_images`` and ``<split>_labels`` arrays.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
+from ml_collections import config_dict
 
-from cnn.errors import UserError
+from cnn.errors import ConfigError, UserError
 from cnn.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -19,14 +30,13 @@ DATASETS = Registry("dataset")
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """A TFDS dataset and the statistics used to standardize it: ``(pixel / scale - mean) / std``."""
+    """Shape and classes of a dataset, and the statistics ``normalize`` uses: ``(pixel / scale - mean) / std``."""
 
-    tfds_name: str
     num_classes: int
     image_shape: tuple[int, ...]
-    scale: float
-    mean: float
-    std: float
+    scale: float = 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
     splits: tuple[str, ...] = ("train", "test")
 
 
@@ -37,31 +47,205 @@ class ArraySplit:
     images: np.ndarray
     labels: np.ndarray
 
+    def __post_init__(self):
+        if len(self.images) != len(self.labels):
+            raise UserError(f"{len(self.images)} images but {len(self.labels)} labels")
+
     def __len__(self) -> int:
         return len(self.labels)
 
 
-# Mean and std of the training pixels after scaling to [0, 1].
-DATASETS.register("digits", lambda: DatasetSpec("sklearn_digits", 10, (8, 8, 1), 16.0, 0.3054, 0.3755))
+@dataclasses.dataclass(frozen=True)
+class TfdsDataset:
+    """A TFDS dataset held in memory, and the files its builder reads from a ``manual_dir``."""
+
+    tfds_name: str
+    spec: DatasetSpec
+    manual_files: tuple[str, ...]
+    homepage: str
+
+
+# Mean and std per channel after scaling to [0, 1], over the training split.
+TFDS_DATASETS = {
+    "digits": TfdsDataset("sklearn_digits", DatasetSpec(10, (8, 8, 1), 16.0, (0.3054,), (0.3755,)), (),
+                          "bundled with scikit-learn"),
+    "mnist": TfdsDataset("mnist", DatasetSpec(10, (28, 28, 1), 255.0, (0.1307,), (0.3081,)),
+                         ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                          "t10k-labels-idx1-ubyte.gz"), "http://yann.lecun.com/exdb/mnist/"),
+    "fashion_mnist": TfdsDataset("fashion_mnist", DatasetSpec(10, (28, 28, 1), 255.0, (0.2860,), (0.3530,)),
+                                 ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+                                 "https://github.com/zalandoresearch/fashion-mnist"),
+    "cifar10": TfdsDataset("cifar10", DatasetSpec(10, (32, 32, 3), 255.0, (0.4914, 0.4822, 0.4465),
+                                                  (0.2470, 0.2435, 0.2616)),
+                           ("cifar-10-binary.tar.gz",), "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    "cifar100": TfdsDataset("cifar100", DatasetSpec(100, (32, 32, 3), 255.0, (0.5071, 0.4865, 0.4409),
+                                                    (0.2673, 0.2564, 0.2762)),
+                            ("cifar-100-binary.tar.gz",), "https://www.cs.toronto.edu/~kriz/cifar.html"),
+}
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
     return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
 
 
-def load_split(name: str, split: str, data_dir: str | None = None) -> ArraySplit:
-    """Load ``split`` of dataset ``name`` into memory, preparing the TFDS dataset on first use."""
-    spec = DATASETS.get(name)()
-    if split not in spec.splits:
-        raise UserError(f"dataset {name!r} has no split {split!r}; choose from {list(spec.splits)}")
-    from cnn.platform import hide_accelerators_from_tensorflow
+class TfdsSource:
+    def __init__(self, name: str, data_dir: str | None = None, manual_dir: str | None = None, download: bool = False):
+        self.name, self.dataset = name, TFDS_DATASETS[name]
+        self.spec = self.dataset.spec
+        self.data_dir, self.manual_dir, self.download = resolve_data_dir(data_dir), manual_dir, download
 
-    hide_accelerators_from_tensorflow()
-    import tensorflow_datasets as tfds
+    def builder(self):
+        from cnn.platform import hide_accelerators_from_tensorflow
 
-    from cnn.data import digits  # noqa: F401  (registers the sklearn_digits builder with TFDS)
+        hide_accelerators_from_tensorflow()
+        import tensorflow_datasets as tfds
 
-    builder = tfds.builder(spec.tfds_name, data_dir=resolve_data_dir(data_dir))
-    builder.download_and_prepare()
-    images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-    return ArraySplit(images=np.asarray(images), labels=np.asarray(labels, dtype=np.int32))
+        from cnn.data import digits  # noqa: F401  (registers the sklearn_digits builder with TFDS)
+
+        return tfds.builder(self.dataset.tfds_name, data_dir=self.data_dir)
+
+    def prepare(self):
+        """Build the TFDS dataset if needed, from ``manual_dir`` when given; fail fast when that cannot work."""
+        import tensorflow_datasets as tfds
+
+        builder = self.builder()
+        if builder.is_prepared():
+            return builder
+        files = self.dataset.manual_files
+        if self.manual_dir:
+            missing = [f for f in files if not os.path.isfile(os.path.join(self.manual_dir, f))]
+            if missing:
+                raise UserError(f"dataset {self.name!r}: manual_dir {self.manual_dir} lacks {missing}; "
+                                f"put the files from {self.dataset.homepage} there")
+        elif files and not self.download:
+            raise UserError(
+                f"dataset {self.name!r} is not prepared in {self.data_dir}: put {list(files)} (from "
+                f"{self.dataset.homepage}) in a folder and pass it as --config.dataset.manual_dir=FOLDER (or run "
+                f"python -m cnn.data.prepare {self.name} --manual_dir=FOLDER), or allow the download with "
+                "--config.dataset.download=true"
+            )
+        download_dir = os.path.join(self.data_dir, "downloads", self.name)  # one per dataset: file names repeat
+        config = tfds.download.DownloadConfig(manual_dir=self.manual_dir) if self.manual_dir else None
+        builder.download_and_prepare(download_dir=download_dir, download_config=config)
+        return builder
+
+    def load(self, split: str) -> ArraySplit:
+        import tensorflow_datasets as tfds
+
+        check_split(self.name, split, self.spec.splits)
+        dataset = self.prepare().as_dataset(split=split, batch_size=-1, as_supervised=True)
+        images, labels = tfds.as_numpy(dataset)
+        return ArraySplit(images=np.asarray(images), labels=np.asarray(labels, dtype=np.int32))
+
+
+def check_split(name: str, split: str, splits: Sequence[str]) -> None:
+    if split not in splits:
+        raise UserError(f"dataset {name!r} has no split {split!r}; choose from {list(splits)}")
+
+
+def _channel_stats(images: np.ndarray, scale: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / scale
+    return tuple(pixels.mean(0).round(4).tolist()), tuple(pixels.std(0).round(4).tolist())
+
+
+class NumpySource:
+    """``path``: an ``.npz`` holding ``<split>_images`` (uint8 or float) and ``<split>_labels`` for each split."""
+
+    def __init__(self, path: str):
+        if not path or not os.path.isfile(path):
+            raise UserError(f"dataset 'numpy': config.dataset.path={path!r} is not a file")
+        with np.load(path, allow_pickle=False) as arrays:
+            self.arrays = {k: arrays[k] for k in arrays.files}
+        splits = tuple(sorted(k[: -len("_images")] for k in self.arrays if k.endswith("_images")))
+        if "train" not in splits or any(f"{s}_labels" not in self.arrays for s in splits):
+            raise UserError(f"{path}: expected arrays train_images, train_labels (and <split>_images/_labels for "
+                            f"other splits), got {sorted(self.arrays)}")
+        train = self.arrays["train_images"]
+        if train.ndim < 3:
+            raise UserError(f"{path}: train_images must be (N, *spatial, channels), got shape {train.shape}")
+        scale = 255.0 if train.dtype == np.uint8 else 1.0
+        mean, std = _channel_stats(train, scale)
+        self.spec = DatasetSpec(int(self.arrays["train_labels"].max()) + 1, tuple(train.shape[1:]), scale, mean, std,
+                                splits)
+
+    def load(self, split: str) -> ArraySplit:
+        check_split("numpy", split, self.spec.splits)
+        return ArraySplit(self.arrays[f"{split}_images"], self.arrays[f"{split}_labels"].astype(np.int32))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+class ImageFolderSource:
+    """``path/<split>/<class>/<image>``: class names are the sorted subfolder names of the train split."""
+
+    def __init__(self, path: str, image_size: Sequence[int], channels: int = 3):
+        if not path or not os.path.isdir(os.path.join(path, "train")):
+            raise UserError(f"dataset 'image_folder': config.dataset.path={path!r} must hold a train/ folder with "
+                            "one subfolder per class")
+        self.path, self.image_size, self.channels = path, tuple(image_size), channels
+        self.classes = sorted(d for d in os.listdir(os.path.join(path, "train"))
+                              if os.path.isdir(os.path.join(path, "train", d)))
+        if not self.classes:
+            raise UserError(f"{path}/train has no class subfolders")
+        splits = tuple(s for s in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, s)))
+        mean, std = _channel_stats(self._read("train").images, 255.0)
+        self.spec = DatasetSpec(len(self.classes), (*self.image_size, channels), 255.0, mean, std, splits)
+
+    def _read(self, split: str) -> ArraySplit:
+        from PIL import Image
+
+        images, labels = [], []
+        for label, name in enumerate(self.classes):
+            folder = os.path.join(self.path, split, name)
+            if not os.path.isdir(folder):
+                continue
+            for file in sorted(os.listdir(folder)):
+                if file.lower().endswith(IMAGE_SUFFIXES):
+                    with Image.open(os.path.join(folder, file)) as image:
+                        image = image.convert("RGB" if self.channels == 3 else "L")
+                        image = image.resize(self.image_size[::-1], Image.BILINEAR)
+                        images.append(np.asarray(image, np.uint8).reshape(*self.image_size, self.channels))
+                    labels.append(label)
+        if not images:
+            raise UserError(f"{self.path}/{split}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
+        return ArraySplit(np.stack(images), np.asarray(labels, np.int32))
+
+    def load(self, split: str) -> ArraySplit:
+        check_split("image_folder", split, self.spec.splits)
+        return self._read(split)
+
+
+for _name in TFDS_DATASETS:
+    DATASETS.register(_name, lambda c, _name=_name: TfdsSource(_name, c.get("data_dir"), c.get("manual_dir"),
+                                                               bool(c.get("download"))))
+DATASETS.register("numpy", lambda c: NumpySource(c.get("path")))
+DATASETS.register("image_folder", lambda c: ImageFolderSource(c.get("path"), c.get("image_size") or (32, 32),
+                                                              c.get("channels") or 3))
+
+
+def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
+    """``config.dataset`` with every key a source reads, so each can be set from the command line."""
+    config = ml_collections.ConfigDict({
+        "name": name,
+        "data_dir": config_dict.placeholder(str),  # default: $TFDS_DATA_DIR or ~/tensorflow_datasets
+        "manual_dir": config_dict.placeholder(str),  # local files to build a TFDS dataset from, no network
+        "download": False,  # let TFDS download when the dataset is not prepared and no manual_dir is given
+        "path": config_dict.placeholder(str),  # image_folder and numpy sources
+        "image_size": (32, 32),  # image_folder: every image is resized to this
+        "channels": 3,  # image_folder: 3 (RGB) or 1 (grayscale)
+        "train_split": "train",
+        "eval_split": "test",
+        "train_preprocess": "decode|normalize",
+        "eval_preprocess": "decode|normalize",
+    })
+    config.update(overrides)
+    return config
+
+
+def make_source(dataset_config: ml_collections.ConfigDict | dict):
+    """The source named by ``dataset_config.name``, built from the rest of ``config.dataset``."""
+    if not dataset_config.get("name"):
+        raise ConfigError("config.dataset.name is required")
+    return DATASETS.get(dataset_config["name"])(dataset_config)

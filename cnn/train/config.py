@@ -28,6 +28,9 @@ def steps_of(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int)
 def validate(config: ml_collections.ConfigDict) -> None:
     """Fail early, with the key named, on values the trainer would only trip over later."""
     DATASETS.get(config.dataset.name)
+    for key in ("train_preprocess", "eval_preprocess"):
+        if not isinstance(config.dataset.get(key), str):
+            raise ConfigError(f"config.dataset.{key} must be a preprocessing string like 'decode|normalize'")
     MODELS.get(config.model.name)
     OPTIMIZERS.get(config.optimizer.name)
     SCHEDULES.get(config.schedule.name)

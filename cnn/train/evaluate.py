@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from cnn.data import load_split
+from cnn.data import make_source
 from cnn.errors import UserError
 from cnn.train.config import load_config
 from cnn.train.experiment import Experiment
@@ -38,8 +38,9 @@ def evaluate_checkpoints(
     if not available:
         raise UserError(f"--workdir={workdir}: no checkpoints in {checkpoints.directory}")
     split = split or config.dataset.eval_split
-    data = load_split(config.dataset.name, split, config.dataset.data_dir)
-    exp = Experiment(config, steps_per_epoch=1)  # the schedule's length changes no shape of the state
+    source = make_source(config.dataset)
+    data = source.load(split)
+    exp = Experiment(config, source.spec, steps_per_epoch=1)  # the schedule's length changes no shape of the state
     results = []
     try:
         for chosen in select_steps(available, step, all_steps):

@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cnn.data import DATASETS, ArraySplit, eval_batches
+from cnn.data import ArraySplit, DatasetSpec, build_preprocess, eval_batches
 from cnn.errors import ConfigError
 from cnn.models import create
 from cnn.train.config import model_overrides, steps_of, validate
@@ -25,10 +25,11 @@ from cnn.train.steps import eval_step, train_step
 
 
 class Experiment:
-    def __init__(self, config: ml_collections.ConfigDict, steps_per_epoch: int):
+    def __init__(self, config: ml_collections.ConfigDict, spec: DatasetSpec, steps_per_epoch: int):
         validate(config)
-        self.config = config
-        self.spec = DATASETS.get(config.dataset.name)()
+        self.config, self.spec = config, spec
+        self.train_preprocess = build_preprocess(config.dataset.train_preprocess, spec)
+        self.eval_preprocess = build_preprocess(config.dataset.eval_preprocess, spec)
         self.model = create(config.model.name, num_classes=self.spec.num_classes, **model_overrides(config))
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_of(config, "num", steps_per_epoch)
@@ -78,7 +79,9 @@ class Experiment:
     def evaluate(self, state: TrainState, split: ArraySplit) -> dict:
         """Exact metrics over the whole split (padding of the last batch masked out)."""
         totals = None
-        for batch in eval_batches(split, self.spec, self.eval_batch_size, jax.process_index(), jax.process_count()):
+        batches = eval_batches(split, self.eval_preprocess, self.eval_batch_size, jax.process_index(),
+                               jax.process_count())
+        for batch in batches:
             sums = self.eval_step(state, self.to_device(batch))
             totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
         totals = jax.device_get(totals)

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from cnn.data import DATASETS, TrainStream, load_split
+from cnn.data import TrainStream, make_source
 from cnn.errors import NonFiniteLossError
 from cnn.train.checkpoint import Checkpoints
 from cnn.train.config import save_config, steps_of, validate
@@ -48,11 +48,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return the final eval metrics."""
     validate(config)
     os.makedirs(workdir, exist_ok=True)
-    spec = DATASETS.get(config.dataset.name)()
-    train_split = load_split(config.dataset.name, config.dataset.train_split, config.dataset.data_dir)
-    eval_split = load_split(config.dataset.name, config.dataset.eval_split, config.dataset.data_dir)
-    exp = Experiment(config, steps_per_epoch=max(len(train_split) // config.batch_size, 1))
-    stream = TrainStream(train_split, spec, config.batch_size, config.seed, jax.process_index(), jax.process_count())
+    source = make_source(config.dataset)
+    train_split, eval_split = source.load(config.dataset.train_split), source.load(config.dataset.eval_split)
+    exp = Experiment(config, source.spec, steps_per_epoch=max(len(train_split) // config.batch_size, 1))
+    stream = TrainStream(train_split, exp.train_preprocess, config.batch_size, config.seed, jax.process_index(),
+                         jax.process_count())
     eval_every = steps_of(config, "eval_every", exp.steps_per_epoch)
     checkpoint_every = steps_of(config, "checkpoint_every", exp.steps_per_epoch)
     if jax.process_index() == 0:

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tfds")
-    from cnn.data import load_split
+    from cnn.data import make_source
 
-    load_split("digits", "train", str(path))  # prepares the dataset once for every test
+    make_source({"name": "digits", "data_dir": str(path)}).prepare()  # once for every test
     return str(path)
 
 

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cnn.data import DATASETS, ArraySplit, TrainStream, eval_batches, load_split
+from cnn.data import ArraySplit, TrainStream, eval_batches, make_source
 from cnn.errors import ConfigError
 from cnn.registry import Registry
 from cnn.train.config import steps_of
@@ -39,7 +39,7 @@ def test_digits_splits_equal_scikit_learn_loader(tfds_dir):
 
     digits = load_digits()  # the reference: scikit-learn's own loader; train = first 1,437 in file order
     for name, part in (("train", slice(0, 1437)), ("test", slice(1437, None))):
-        split = load_split("digits", name, tfds_dir)  # TFDS stores examples in key-hash order
+        split = make_source({"name": "digits", "data_dir": tfds_dir}).load(name)  # TFDS stores examples in hash order
         assert split.images.shape[1:] == (8, 8, 1) and split.images.dtype == np.uint8
         np.testing.assert_array_equal(_sorted_rows(split.images, split.labels),
                                       _sorted_rows(digits.images[part], digits.target[part]))
@@ -49,32 +49,34 @@ def _split(n: int) -> ArraySplit:
     return ArraySplit(images=np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1), labels=np.arange(n, dtype=np.int32))
 
 
+def _identity(images, rand):
+    return images
+
+
 def test_train_stream_epochs_are_permutations_and_steps_are_pure():
-    spec = DATASETS.get("digits")()
-    stream = TrainStream(_split(50), spec, global_batch=8, seed=3)
+    stream = TrainStream(_split(50), _identity, global_batch=8, seed=3)
     assert stream.steps_per_epoch == 6
     for epoch in range(3):
         seen = np.concatenate([stream.indices(epoch * 6 + k) for k in range(6)])
         assert len(set(seen.tolist())) == 48  # no example twice within an epoch
-    fresh = TrainStream(_split(50), spec, global_batch=8, seed=3)
+    fresh = TrainStream(_split(50), _identity, global_batch=8, seed=3)
     from_iterator = list(fresh.iterate(10, 14))
     for step, batch in zip(range(10, 14), from_iterator, strict=True):
         np.testing.assert_array_equal(batch["label"], stream.batch(step)["label"])
-    other_seed = TrainStream(_split(50), spec, global_batch=8, seed=4)
+    other_seed = TrainStream(_split(50), _identity, global_batch=8, seed=4)
     assert not np.array_equal(other_seed.indices(0), stream.indices(0))
 
 
 def test_processes_split_each_global_batch():
-    spec = DATASETS.get("digits")()
-    whole = TrainStream(_split(40), spec, global_batch=8, seed=0)
-    parts = [TrainStream(_split(40), spec, global_batch=8, seed=0, process_index=i, process_count=4) for i in range(4)]
+    whole = TrainStream(_split(40), _identity, global_batch=8, seed=0)
+    parts = [TrainStream(_split(40), _identity, global_batch=8, seed=0, process_index=i, process_count=4)
+             for i in range(4)]
     for step in range(7):
         np.testing.assert_array_equal(np.concatenate([p.indices(step) for p in parts]), whole.indices(step))
 
 
 def test_eval_batches_count_each_example_once():
-    spec = DATASETS.get("digits")()
-    batches = list(eval_batches(_split(23), spec, global_batch=5))
+    batches = list(eval_batches(_split(23), _identity, global_batch=5))
     labels = np.concatenate([b["label"][b["mask"] > 0] for b in batches])
     np.testing.assert_array_equal(labels, np.arange(23))
     assert sum(b["mask"].sum() for b in batches) == 23 and all(len(b["label"]) == 5 for b in batches)

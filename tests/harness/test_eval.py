@@ -7,7 +7,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 
-from cnn.data import DATASETS, load_split, standardize
+from cnn.data import make_source
 from cnn.models import create
 from tests.harness.conftest import restore_params
 
@@ -19,11 +19,14 @@ def test_eval_counts_exactly_with_a_partial_last_batch(tmp_path, train, evaluate
     assert (tmp_path / "confusion_12.png").stat().st_size > 1000
 
     # Reference: the whole test split in one forward pass, outside the harness.
-    test = load_split("digits", "test", tfds_dir)
+    source = make_source({"name": "digits", "data_dir": tfds_dir})
+    test = source.load("test")
+    spec = source.spec
+    standardized = ((test.images / 16.0 - spec.mean[0]) / spec.std[0]).astype(np.float32)
     model = create("small_cnn", num_classes=10, width=8, dropout_rate=0.1)
     state = restore_params(tmp_path, 12)
     logits = model.apply({"params": state["params"], **state["model_state"]},
-                         jnp.asarray(standardize(test.images, DATASETS.get("digits")())), train=False)
+                         jnp.asarray(standardized), train=False)
     predictions = np.argmax(np.asarray(logits), -1)
     assert report["count"] == 360
     assert report["accuracy"] == np.mean(predictions == test.labels)

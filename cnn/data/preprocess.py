@@ -1,0 +1,158 @@
+"""Preprocessing ops composed by a config string, e.g. ``"decode|random_crop(32, pad=4)|flip_lr|normalize('cifar10')"``.
+
+Each op works on a batch ``(n, *spatial, channels)`` in numpy. Random ops draw their values through a
+:class:`BatchRandom`: the values are drawn for the whole global batch from ``rng(seed, step)`` and each process takes
+its slice, so an augmented batch depends only on ``(seed, step)``, never on how many processes share it, and a
+resumed run sees the same augmentations. Arguments are Python literals (``ast.literal_eval``), nothing is executed.
+
+| op | effect |
+|---|---|
+| ``decode`` | integers to float32 in [0, 1] (divided by the dataset's maximum value) |
+| ``normalize(name)`` / ``normalize(mean, std)`` | ``(x - mean) / std`` per channel; no argument: this dataset's |
+| ``random_crop(size, pad=0)`` | zero-pad by ``pad`` then crop ``size`` at a random position |
+| ``center_crop(size)`` | crop ``size`` from the centre |
+| ``flip_lr(p=0.5)``, ``flip_ud(p=0.5)`` | mirror with probability p |
+| ``pad(n)`` | zero-pad every spatial axis by n on both sides |
+| ``resize(size)`` | bilinear resize of the spatial axes |
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from cnn.data.sources import TFDS_DATASETS, DatasetSpec
+from cnn.errors import ConfigError
+from cnn.registry import Registry
+
+OPS = Registry("preprocessing op")
+Op = Callable[[np.ndarray, "BatchRandom"], np.ndarray]
+
+
+class BatchRandom:
+    """Random values per example of a process's slice of a global batch, drawn for the global batch."""
+
+    def __init__(self, seed: Sequence[int], global_batch: int, local: slice = slice(None)):
+        self.rng, self.global_batch, self.local = np.random.default_rng(list(seed)), global_batch, local
+
+    def integers(self, low: int, high: int) -> np.ndarray:
+        return self.rng.integers(low, high, size=self.global_batch)[self.local]
+
+    def uniform(self) -> np.ndarray:
+        return self.rng.random(self.global_batch)[self.local]
+
+
+def _as_tuple(size, ndim: int) -> tuple[int, ...]:
+    return (size,) * ndim if isinstance(size, int) else tuple(size)
+
+
+@OPS.register("decode")
+def _decode(spec: DatasetSpec) -> Op:
+    return lambda x, rand: x.astype(np.float32) / np.float32(spec.scale)
+
+
+@OPS.register("normalize")
+def _normalize(spec: DatasetSpec, mean=None, std=None) -> Op:
+    if isinstance(mean, str):
+        if mean not in TFDS_DATASETS:
+            raise ConfigError(f"normalize({mean!r}): no statistics for it; choose from {sorted(TFDS_DATASETS)} or "
+                              "give normalize(mean, std)")
+        mean, std = TFDS_DATASETS[mean].spec.mean, TFDS_DATASETS[mean].spec.std
+    elif mean is None:
+        mean, std = spec.mean, spec.std
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return lambda x, rand: ((x - mean) / std).astype(np.float32)
+
+
+@OPS.register("pad")
+def _pad(spec: DatasetSpec, n: int) -> Op:
+    return lambda x, rand: np.pad(x, [(0, 0)] + [(n, n)] * (x.ndim - 2) + [(0, 0)])
+
+
+@OPS.register("random_crop")
+def _random_crop(spec: DatasetSpec, size, pad: int = 0) -> Op:
+    def crop(x, rand):
+        if pad:
+            x = _pad(spec, pad)(x, rand)
+        out = _as_tuple(size, x.ndim - 2)
+        if any(o > n for o, n in zip(out, x.shape[1:-1], strict=True)):
+            raise ConfigError(f"random_crop({size}): larger than the (padded) images {x.shape[1:-1]}")
+        starts = [rand.integers(0, n - o + 1) for o, n in zip(out, x.shape[1:-1], strict=True)]
+        # One gather: offsets per example and axis, broadcast over the crop window.
+        index = tuple(
+            (s[:, None] + np.arange(o)[None, :]).reshape((len(x),) + (1,) * a + (o,) + (1,) * (len(out) - a - 1))
+            for a, (s, o) in enumerate(zip(starts, out, strict=True))
+        )
+        return x[(np.arange(len(x)).reshape((-1,) + (1,) * len(out)), *index)]
+
+    return crop
+
+
+@OPS.register("center_crop")
+def _center_crop(spec: DatasetSpec, size) -> Op:
+    def crop(x, rand):
+        out = _as_tuple(size, x.ndim - 2)
+        starts = [(n - o) // 2 for o, n in zip(out, x.shape[1:-1], strict=True)]
+        return x[(slice(None), *(slice(s, s + o) for s, o in zip(starts, out, strict=True)))]
+
+    return crop
+
+
+def _flip(axis: int, p: float) -> Op:
+    def flip(x, rand):
+        chosen = rand.uniform() < p
+        x = x.copy()
+        x[chosen] = np.flip(x[chosen], axis=axis)
+        return x
+
+    return flip
+
+
+OPS.register("flip_lr", lambda spec, p=0.5: _flip(-2, p))
+OPS.register("flip_ud", lambda spec, p=0.5: _flip(1, p))
+
+
+@OPS.register("resize")
+def _resize(spec: DatasetSpec, size) -> Op:
+    import jax
+    import jax.numpy as jnp
+
+    def resize(x, rand):
+        out = (len(x), *_as_tuple(size, x.ndim - 2), x.shape[-1])
+        with jax.default_device(jax.devices("cpu")[0]):
+            return np.asarray(jax.image.resize(jnp.asarray(x, jnp.float32), out, "bilinear"))
+
+    return resize
+
+
+def _parse_op(text: str) -> tuple[str, tuple, dict]:
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+        if isinstance(node, ast.Name):
+            return node.id, (), {}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            args = tuple(ast.literal_eval(a) for a in node.args)
+            return node.func.id, args, {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    except (SyntaxError, ValueError):
+        pass
+    raise ConfigError(f"cannot parse preprocessing op {text.strip()!r}: expected name or name(literal, key=literal)")
+
+
+def build_preprocess(chain: str, spec: DatasetSpec) -> Op:
+    """Compose the ops of ``"op1|op2(args)|..."`` into one ``(images, BatchRandom) -> images`` function."""
+    ops = []
+    for text in filter(str.strip, chain.split("|")):
+        name, args, kwargs = _parse_op(text)
+        try:
+            ops.append(OPS.get(name)(spec, *args, **kwargs))
+        except TypeError as error:
+            raise ConfigError(f"preprocessing op {text.strip()!r}: {error}") from None
+
+    def apply(images: np.ndarray, rand: BatchRandom) -> np.ndarray:
+        for op in ops:
+            images = op(images, rand)
+        return images
+
+    return apply
