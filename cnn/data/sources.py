@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
+from cnn.data.checksums import verify
 from cnn.errors import ConfigError, UserError
 from cnn.registry import Registry
 
@@ -57,31 +58,42 @@ class ArraySplit:
 
 @dataclasses.dataclass(frozen=True)
 class TfdsDataset:
-    """A TFDS dataset held in memory, and the files its builder reads from a ``manual_dir``."""
+    """A TFDS dataset held in memory, and the files its builder reads from a ``manual_dir`` (with their sha256
+    where known)."""
 
     tfds_name: str
     spec: DatasetSpec
-    manual_files: tuple[str, ...]
+    manual_files: dict[str, str | None]
     homepage: str
 
 
-# Mean and std per channel after scaling to [0, 1], over the training split.
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
+
+# Mean and std per channel after scaling to [0, 1], over the training split. The sha256 of the manual files are
+# the ones TFDS registers for its downloads (shared/data/README.md).
 TFDS_DATASETS = {
-    "digits": TfdsDataset("sklearn_digits", DatasetSpec(10, (8, 8, 1), 16.0, (0.3054,), (0.3755,)), (),
+    "digits": TfdsDataset("sklearn_digits", DatasetSpec(10, (8, 8, 1), 16.0, (0.3054,), (0.3755,)), {},
                           "bundled with scikit-learn"),
-    "mnist": TfdsDataset("mnist", DatasetSpec(10, (28, 28, 1), 255.0, (0.1307,), (0.3081,)),
-                         ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                          "t10k-labels-idx1-ubyte.gz"), "http://yann.lecun.com/exdb/mnist/"),
+    "mnist": TfdsDataset("mnist", DatasetSpec(10, (28, 28, 1), 255.0, (0.1307,), (0.3081,)), dict(zip(IDX_FILES, (
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"), strict=True)),
+        "https://yann.lecun.com/exdb/mnist/"),
     "fashion_mnist": TfdsDataset("fashion_mnist", DatasetSpec(10, (28, 28, 1), 255.0, (0.2860,), (0.3530,)),
-                                 ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-                                 "https://github.com/zalandoresearch/fashion-mnist"),
+                                 dict(zip(IDX_FILES, (
+        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"), strict=True)),
+        "https://github.com/zalandoresearch/fashion-mnist"),
     "cifar10": TfdsDataset("cifar10", DatasetSpec(10, (32, 32, 3), 255.0, (0.4914, 0.4822, 0.4465),
                                                   (0.2470, 0.2435, 0.2616)),
-                           ("cifar-10-binary.tar.gz",), "https://www.cs.toronto.edu/~kriz/cifar.html"),
+                           {"cifar-10-binary.tar.gz": None}, "https://www.cs.toronto.edu/~kriz/cifar.html"),
     "cifar100": TfdsDataset("cifar100", DatasetSpec(100, (32, 32, 3), 255.0, (0.5071, 0.4865, 0.4409),
                                                     (0.2673, 0.2564, 0.2762)),
-                            ("cifar-100-binary.tar.gz",), "https://www.cs.toronto.edu/~kriz/cifar.html"),
+                            {"cifar-100-binary.tar.gz": None}, "https://www.cs.toronto.edu/~kriz/cifar.html"),
 }
 
 
@@ -118,9 +130,12 @@ class TfdsSource:
             if missing:
                 raise UserError(f"dataset {self.name!r}: manual_dir {self.manual_dir} lacks {missing}; "
                                 f"put the files from {self.dataset.homepage} there")
+            for name, sha256 in files.items():
+                if sha256:
+                    verify(os.path.join(self.manual_dir, name), sha256)
         elif files and not self.download:
             raise UserError(
-                f"dataset {self.name!r} is not prepared in {self.data_dir}: put {list(files)} (from "
+                f"dataset {self.name!r} is not prepared in {self.data_dir}: put {sorted(files)} (from "
                 f"{self.dataset.homepage}) in a folder and pass it as --config.dataset.manual_dir=FOLDER (or run "
                 f"python -m cnn.data.prepare {self.name} --manual_dir=FOLDER), or allow the download with "
                 "--config.dataset.download=true"
@@ -134,9 +149,11 @@ class TfdsSource:
         import tensorflow_datasets as tfds
 
         check_split(self.name, split, self.spec.splits)
-        dataset = self.prepare().as_dataset(split=split, batch_size=-1, as_supervised=True)
-        images, labels = tfds.as_numpy(dataset)
-        return ArraySplit(images=np.asarray(images), labels=np.asarray(labels, dtype=np.int32))
+        # Batches of 8,192 rather than batch_size=-1, which aborts TensorFlow under tfds.testing.mock_data.
+        batches = list(tfds.as_numpy(self.prepare().as_dataset(split=split, batch_size=8192, as_supervised=True)))
+        images = np.concatenate([images for images, _ in batches])
+        labels = np.concatenate([labels for _, labels in batches]).astype(np.int32)
+        return ArraySplit(images=images, labels=labels)
 
 
 def check_split(name: str, split: str, splits: Sequence[str]) -> None:

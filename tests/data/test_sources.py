@@ -1,0 +1,137 @@
+"""Data sources: real MNIST/Fashion-MNIST against the raw idx files, TFDS mock data, fail-fast, custom sources."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnn.data import make_source
+from cnn.data.checksums import ChecksumError
+from cnn.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """The idx format (LeCun): big-endian magic (dtype code, rank), the dimensions, then the raw values."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    rank = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * rank).reshape(dims)
+
+
+def row_digests(images: np.ndarray, labels: np.ndarray) -> list[tuple[str, int]]:
+    flat = images.reshape(len(images), -1)
+    return sorted((hashlib.sha1(row.tobytes()).hexdigest(), int(y)) for row, y in zip(flat, labels, strict=True))
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_real_idx_datasets_equal_the_raw_files(name, tmp_path_factory):
+    source = make_source({"name": name, "data_dir": str(tmp_path_factory.mktemp(name)),
+                          "manual_dir": str(SHARED / name)})
+    for split, prefix, count in (("train", "train", 60_000), ("test", "t10k", 10_000)):
+        data = source.load(split)
+        raw_images = read_idx(SHARED / name / f"{prefix}-images-idx3-ubyte.gz")
+        raw_labels = read_idx(SHARED / name / f"{prefix}-labels-idx1-ubyte.gz")
+        assert len(data) == count and data.images.shape == (count, 28, 28, 1)
+        np.testing.assert_array_equal(np.bincount(data.labels, minlength=10), np.bincount(raw_labels, minlength=10))
+        # Same (image, label) pairs: TFDS stores examples in its own order.
+        assert row_digests(data.images, data.labels) == row_digests(raw_images, raw_labels)
+
+
+@needs_shared
+def test_corrupt_manual_file_is_refused(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    for name in os.listdir(SHARED / "mnist"):
+        (manual / name).symlink_to(SHARED / "mnist" / name)
+    (manual / "t10k-labels-idx1-ubyte.gz").unlink()
+    (manual / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not the labels")
+    source = make_source({"name": "mnist", "data_dir": str(tmp_path / "tfds"), "manual_dir": str(manual)})
+    with pytest.raises(ChecksumError, match=r"t10k-labels-idx1-ubyte\.gz"):
+        source.prepare()
+
+
+def test_unprepared_dataset_without_files_fails_fast_naming_them(tmp_path):
+    source = make_source({"name": "cifar10", "data_dir": str(tmp_path)})
+    with pytest.raises(UserError, match=r"cifar-10-binary\.tar\.gz.*--config\.dataset\.manual_dir"):
+        source.prepare()
+    with pytest.raises(UserError, match=r"lacks \['cifar-10-binary\.tar\.gz'\]"):
+        make_source({"name": "cifar10", "data_dir": str(tmp_path), "manual_dir": str(tmp_path)}).prepare()
+
+
+@pytest.mark.parametrize(("name", "classes"), [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_through_tfds_mock_data(name, classes, tmp_path):
+    import tensorflow_datasets as tfds
+
+    source = make_source({"name": name, "data_dir": str(tmp_path), "download": True})  # mock_data patches it out
+    with tfds.testing.mock_data(num_examples=12):
+        data = source.load("train")
+    assert data.images.shape == (12, 32, 32, 3) and data.images.dtype == np.uint8
+    assert data.labels.dtype == np.int32 and data.labels.min() >= 0 and data.labels.max() < classes
+    assert source.spec.num_classes == classes
+
+
+def test_numpy_source(tmp_path):
+    rng = np.random.default_rng(0)
+    train_images, train_labels = rng.integers(0, 256, (10, 6, 6, 1), dtype=np.uint8), np.arange(10) % 3
+    path = tmp_path / "data.npz"
+    np.savez(path, train_images=train_images, train_labels=train_labels, test_images=train_images[:4],
+             test_labels=train_labels[:4])
+    source = make_source({"name": "numpy", "path": str(path)})
+    assert (source.spec.num_classes, source.spec.image_shape, source.spec.splits) == (3, (6, 6, 1), ("test", "train"))
+    np.testing.assert_allclose(source.spec.mean, [(train_images / 255.0).mean()], atol=1e-4)
+    np.testing.assert_array_equal(source.load("test").images, train_images[:4])
+    with pytest.raises(UserError, match="has no split 'val'"):
+        source.load("val")
+    np.savez(tmp_path / "bad.npz", images=train_images)
+    with pytest.raises(UserError, match="expected arrays train_images"):
+        make_source({"name": "numpy", "path": str(tmp_path / "bad.npz")})
+
+
+def write_image_folder(root: Path, per_class: int = 6, size: int = 10) -> None:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label, name in enumerate(("cat", "dog")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                value = 40 + 150 * label + i  # classes differ in brightness: learnable in a few steps
+                Image.new("RGB", (size, size), (value, value, value)).save(root / split / name / f"{i}.png")
+
+
+def test_image_folder_source(tmp_path):
+    write_image_folder(tmp_path)
+    source = make_source({"name": "image_folder", "path": str(tmp_path), "image_size": (8, 8), "channels": 3})
+    assert source.spec.num_classes == 2 and source.spec.image_shape == (8, 8, 3)
+    data = source.load("train")
+    assert data.images.shape == (12, 8, 8, 3)
+    np.testing.assert_array_equal(data.labels, [0] * 6 + [1] * 6)
+    assert data.images[0, 0, 0, 0] == 40 and data.images[6, 0, 0, 0] == 190  # constant images survive resizing
+    with pytest.raises(UserError, match="must hold a train/ folder"):
+        make_source({"name": "image_folder", "path": str(tmp_path / "nope")})
+
+
+def test_train_on_own_image_folder_with_one_config_change(tmp_path):
+    write_image_folder(tmp_path / "images")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config=configs/default.py:runlocal", f"--workdir={tmp_path / 'run'}",
+         "--config.dataset.name=image_folder", f"--config.dataset.path={tmp_path / 'images'}",
+         "--config.batch_size=4", "--config.eval_batch_size=4"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(12 examples)" in result.stdout
+    shutil.rmtree(tmp_path / "run")
