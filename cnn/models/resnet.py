@@ -1,0 +1,171 @@
+"""Residual networks (He et al. 2016, "Deep Residual Learning for Image Recognition"), torchvision's layout.
+
+ImageNet ResNets (table 1 of the paper; stride 2 on the first 3×3 of a downsampling block, "ResNet v1.5"):
+
+| stage  | output (224²) | resnet18 / 34 (basic: 3×3, 3×3) | resnet50 / 101 / 152 (bottleneck: 1×1, 3×3, 1×1 ×4) |
+|--------|---------------|---------------------------------|-----------------------------------------------------|
+| stem   | 112² → 56²    | 7×7 64 /2, BN, ReLU; max pool 3×3 /2                                                  |
+| stage1 | 56²           | [64] × 2 / 3                    | [64, 256] × 3 / 3 / 3                               |
+| stage2 | 28²           | [128] × 2 / 4                   | [128, 512] × 4 / 4 / 8                              |
+| stage3 | 14²           | [256] × 2 / 6                   | [256, 1024] × 6 / 23 / 36                           |
+| stage4 | 7²            | [512] × 2 / 3                   | [512, 2048] × 3 / 3 / 3                             |
+| head   | 1²            | global average pool, dense(num_classes)                                               |
+
+A block computes ``relu(F(x) + shortcut(x))``; the shortcut is the identity, or where the shape changes a 1×1
+convolution with the block's stride and BN (option B). Parameters with 1000 classes: resnet18 11,689,512, resnet34
+21,797,672, resnet50 25,557,032, resnet101 44,549,160, resnet152 60,192,808 (torchvision's counts).
+
+CIFAR ResNets (sec. 4.2 of the paper): a 3×3 16 stem, three stages of ``n`` basic blocks with 16, 32, 64 channels
+on 32², 16², 8² maps (depth ``6n + 2``: resnet20, 32, 44, 56, 110 for n = 3, 5, 7, 9, 18), global average pool and
+dense. The shortcuts are option A: the identity, subsampled by the stride and zero-padded to the new channel count
+(no parameters). Parameters with 10 classes: 269,722 / 464,154 / 658,586 / 853,018 / 1,727,962.
+
+``conv`` swaps the 3×3 convolutions of the stages (``cnn.layers.conv_module``); the stem and the 1×1 convolutions
+(bottleneck ends, projections) stay standard. ``norm`` builds the normalization (BatchNorm with torchvision's
+eps 1e-5 and momentum 0.1, i.e. flax ``momentum=0.9``, by default); it is called with ``use_running_average``.
+Padding is torch's symmetric ``k // 2`` (not XLA's "SAME", which pads stride-2 convolutions on the high side only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnn.layers import ModuleDef, conv_module
+from cnn.ops import Layer
+
+# torchvision's BatchNorm2d: eps 1e-5, running averages updated with weight 0.1 (flax: kept with weight 0.9).
+BatchNorm = partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+Chain = list[tuple[str, list[Layer]]]
+
+
+def _shortcut(x: jax.Array, features: int, strides: int, kind: str, norm: ModuleDef) -> jax.Array:
+    """The identity where shapes agree, else option B (1×1 conv /stride + norm) or A (subsample, zero channels)."""
+    if strides == 1 and x.shape[-1] == features:
+        return x
+    if kind == "projection":
+        x = conv_module("standard")(features, (1, 1), strides, padding=0, use_bias=False, name="proj_conv")(x)
+        return norm(name="proj_bn")(x)
+    x = x[:, ::strides, ::strides, :]
+    extra = features - x.shape[-1]
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+
+
+class BasicBlock(nn.Module):
+    """``relu(bn(conv3×3(relu(bn(conv3×3 /s (x))))) + shortcut(x))``; ``features`` output channels."""
+
+    features: int
+    strides: int
+    conv: ModuleDef
+    norm: ModuleDef
+    shortcut: str = "projection"
+    expansion: ClassVar[int] = 1
+
+    @staticmethod
+    def layer_chain(strides: int) -> list[Layer]:
+        """The spatial layers of the longest path through the block, along one axis."""
+        return [Layer(3, strides, 1, 1), Layer(3, 1, 1, 1)]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.conv(self.features, (3, 3), self.strides, padding=1, use_bias=False, name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.features, (3, 3), 1, padding=1, use_bias=False, name="conv2")(y)
+        y = self.norm(name="bn2")(y)
+        return nn.relu(y + _shortcut(x, self.features, self.strides, self.shortcut, self.norm))
+
+
+class BottleneckBlock(nn.Module):
+    """``relu(bn(conv1×1 4w (relu(bn(conv3×3 /s (relu(bn(conv1×1 w (x))))))))) + shortcut(x))``, ``w = features``."""
+
+    features: int
+    strides: int
+    conv: ModuleDef
+    norm: ModuleDef
+    shortcut: str = "projection"
+    expansion: ClassVar[int] = 4
+
+    @staticmethod
+    def layer_chain(strides: int) -> list[Layer]:
+        return [Layer(3, strides, 1, 1)]  # the 1×1 convolutions leave the field as it is
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.conv(self.features, (1, 1), use_bias=False, name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.features, (3, 3), self.strides, padding=1, use_bias=False, name="conv2")(y)
+        y = nn.relu(self.norm(name="bn2")(y))
+        y = self.conv(self.features * self.expansion, (1, 1), use_bias=False, name="conv3")(y)
+        y = self.norm(name="bn3")(y)
+        return nn.relu(y + _shortcut(x, self.features * self.expansion, self.strides, self.shortcut, self.norm))
+
+
+class ResNet(nn.Module):
+    """ImageNet ResNet; ``stage_sizes`` blocks per stage of ``block_cls``, widths ``width · 2^i``."""
+
+    stage_sizes: Sequence[int]
+    block_cls: type[BasicBlock] | type[BottleneckBlock]
+    num_classes: int = 1000
+    width: int = 64
+    conv: str = "standard"
+    norm: ModuleDef = BatchNorm
+
+    stem: ClassVar[list[Layer]] = [Layer(7, 2, 1, 3)]
+    stem_pool: ClassVar[list[Layer]] = [Layer(3, 2, 1, 1)]
+    shortcut: ClassVar[str] = "projection"
+
+    def layer_chain(self) -> Chain:
+        """``(module name, spatial layers since the previous entry)`` along the longest path: the stem
+        convolution, then the last block of each stage (its output is the stage's)."""
+        chain = [("stem_conv", self.stem)]
+        for i, num_blocks in enumerate(self.stage_sizes):
+            layers = list(self.stem_pool) if i == 0 else []
+            for j in range(num_blocks):
+                layers = layers + self.block_cls.layer_chain(self._strides(i, j))
+            chain.append((f"stage{i + 1}_block{num_blocks}", layers))
+        return chain
+
+    @staticmethod
+    def _strides(stage: int, block: int) -> int:
+        return 2 if stage > 0 and block == 0 else 1
+
+    def _stem(self, x: jax.Array, norm: ModuleDef) -> jax.Array:
+        x = conv_module("standard")(self.width, (7, 7), 2, padding=3, use_bias=False, name="stem_conv")(x)
+        x = nn.relu(norm(name="stem_bn")(x))
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        norm = partial(self.norm, use_running_average=not train)
+        conv = conv_module(self.conv)
+        x = self._stem(x, norm)
+        for i, num_blocks in enumerate(self.stage_sizes):
+            for j in range(num_blocks):
+                x = self.block_cls(
+                    self.width * 2**i, self._strides(i, j), conv, norm, self.shortcut, name=f"stage{i + 1}_block{j + 1}"
+                )(x)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="head")(x)
+
+
+class CifarResNet(ResNet):
+    """CIFAR ResNet of depth ``6n + 2``: a 3×3 stem, ``stage_sizes = (n, n, n)`` basic blocks, option A shortcuts."""
+
+    stage_sizes: Sequence[int] = (3, 3, 3)
+    block_cls: type[BasicBlock] | type[BottleneckBlock] = BasicBlock
+    num_classes: int = 10
+    width: int = 16
+
+    stem: ClassVar[list[Layer]] = [Layer(3, 1, 1, 1)]
+    stem_pool: ClassVar[list[Layer]] = []
+    shortcut: ClassVar[str] = "zero_pad"
+
+    def _stem(self, x: jax.Array, norm: ModuleDef) -> jax.Array:
+        x = conv_module("standard")(self.width, (3, 3), 1, padding=1, use_bias=False, name="stem_conv")(x)
+        return nn.relu(norm(name="stem_bn")(x))
