@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from cnn import ops
 from cnn.errors import ConfigError
-from cnn.ops._args import IntOrSeq, Padding, as_tuple, pad_boundary, resolve_padding
+from cnn.ops._args import IntOrSeq, Padding, as_tuple, check_input, pad_boundary, resolve_padding
 
 Initializer = Callable[..., jax.Array]
 
@@ -32,19 +32,19 @@ DEFAULT_KERNEL_INIT: Initializer = nn.initializers.he_normal()
 
 CONV_METHODS = ("xla", "fft", "auto")
 
-# method="auto" switches to fft_conv when the kernel's geometric-mean size prod(kernel_size) ** (1 / ndim) is at
-# least this (stride 1, dilation 1, groups 1). Provisional until benchmarks/ops.py's measurement lands.
-FFT_CROSSOVER_KERNEL_SIZE = 11
+# method="auto" switches to fft_conv (stride 1, dilation 1, groups 1) when the kernel's geometric-mean size
+# prod(kernel_size) ** (1 / ndim) is at least this, per number of spatial axes. Measured on 2 CPU cores (Eigen convs),
+# SAME padding, milliseconds correlate / fft_conv for forward and forward+backward:
+#   1D 8x4096x16->16 (benchmarks/ops.py --quick): k=31 5.6/8.5, 18.9/27.2; k=63 11.4/8.4, 39/24.7 (FFT from 63 on).
+#   2D 8x64x64x16->16 (benchmarks/ops.py --quick): k=7 8.0/33.5, 41/38.8; k=11 34.2/25.7, 92.3/42.9 (FFT from 11 on;
+#      a second run gave k=9 32.7/14.5, 112/105: a tie with the backward pass, so 11).
+#   3D 2x16x16x16x32->32 (a script like the benchmark's): k=3 39.9/118, 172/301; k=5 178/154, 770/419.
+FFT_CROSSOVER_KERNEL_SIZE = {1: 63, 2: 11, 3: 5}
 
 
-def spatial_tuple(value: IntOrSeq, ndim: int, name: str) -> tuple[int, ...]:
-    """An int (the same on every spatial axis) or one int per axis, as a tuple of ``ndim`` positive ints."""
-    return as_tuple(value, ndim, name)
-
-
-def check_features(features: int, name: str = "features") -> None:
-    if not isinstance(features, int) or isinstance(features, bool) or features < 1:
-        raise ValueError(f"{name} must be a positive int, got {features!r}")
+def check_positive_int(value: int, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 class Conv(nn.Module):
@@ -60,7 +60,7 @@ class Conv(nn.Module):
       kernel_init: He normal over fan_in by default (``DEFAULT_KERNEL_INIT``); a field so models choose theirs.
       boundary: the values outside the input: ``"zeros" | "reflect" | "replicate" | "circular"``.
       method: ``"xla"`` (``ops.correlate``), ``"fft"`` (``ops.fft_conv``; needs stride 1, dilation 1 and groups 1)
-        or ``"auto"`` (FFT where it can and the kernel is at least ``FFT_CROSSOVER_KERNEL_SIZE``, else xla).
+        or ``"auto"`` (FFT where it can and the kernel is at least ``FFT_CROSSOVER_KERNEL_SIZE[ndim]``, else xla).
     """
 
     features: int
@@ -82,8 +82,8 @@ class Conv(nn.Module):
         if self.method not in CONV_METHODS:
             raise ConfigError(f"method must be one of {list(CONV_METHODS)}, got {self.method!r}")
         fft_able = (
-            spatial_tuple(self.strides, ndim, "strides") == (1,) * ndim
-            and spatial_tuple(self.kernel_dilation, ndim, "kernel_dilation") == (1,) * ndim
+            as_tuple(self.strides, ndim, "strides") == (1,) * ndim
+            and as_tuple(self.kernel_dilation, ndim, "kernel_dilation") == (1,) * ndim
             and self.feature_group_count == 1
         )
         if self.method == "fft" and not fft_able:
@@ -93,27 +93,29 @@ class Conv(nn.Module):
                 f"feature_group_count={self.feature_group_count!r}"
             )
         if self.method == "auto":
-            kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
-            return fft_able and math.prod(kernel_size) >= FFT_CROSSOVER_KERNEL_SIZE**ndim
+            kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
+            return fft_able and math.prod(kernel_size) >= FFT_CROSSOVER_KERNEL_SIZE[ndim] ** ndim
         return self.method == "fft"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_features(self.features)
+        check_positive_int(self.features, "features")
         ndim = x.ndim - 2
-        kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
-        strides = spatial_tuple(self.strides, ndim, "strides")
-        dilation = spatial_tuple(self.kernel_dilation, ndim, "kernel_dilation")
+        check_input(x, ndim)
+        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
+        strides = as_tuple(self.strides, ndim, "strides")
+        dilation = as_tuple(self.kernel_dilation, ndim, "kernel_dilation")
         groups = self.feature_group_count
         if not isinstance(groups, int) or groups < 1 or x.shape[-1] % groups:
             raise ValueError(f"feature_group_count must be a positive int dividing the {x.shape[-1]} input channels, "
                              f"got {groups!r}")
+        fft = self.uses_fft(ndim)
         kernel = self.param(
             "kernel", self.kernel_init, (*kernel_size, x.shape[-1] // groups, self.features), self.param_dtype
         )
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if self.uses_fft(ndim):
+        if fft:
             padding = self.padding
             if self.boundary != "zeros":  # fft_conv pads with zeros: pad with the boundary values first
                 pads = resolve_padding(padding, x.shape[1:-1], kernel_size, strides, dilation)
@@ -157,11 +159,11 @@ class ConvTranspose(nn.Module):
 
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
-        check_features(self.features)
+        check_positive_int(self.features, "features")
         ndim = y.ndim - 2
-        kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
-        strides = spatial_tuple(self.strides, ndim, "strides")
-        dilation = spatial_tuple(self.kernel_dilation, ndim, "kernel_dilation")
+        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
+        strides = as_tuple(self.strides, ndim, "strides")
+        dilation = as_tuple(self.kernel_dilation, ndim, "kernel_dilation")
         kernel = self.param("kernel", self.kernel_init, (*kernel_size, self.features, y.shape[-1]), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         y, kernel, bias = nn.dtypes.promote_dtype(y, kernel, bias, dtype=self.dtype)

@@ -31,11 +31,11 @@ from typing import Any
 
 import flax.linen as nn
 
-from cnn.layers.conv import DEFAULT_KERNEL_INIT, Conv, Initializer, spatial_tuple
+from cnn.layers.conv import DEFAULT_KERNEL_INIT, Conv, Initializer
 from cnn.layers.deformable import DeformableConv
 from cnn.layers.local import LocallyConnected, TiledConv
 from cnn.layers.separable import SeparableConv
-from cnn.ops._args import IntOrSeq, Padding, effective_kernel_size, resolve_padding
+from cnn.ops._args import IntOrSeq, Padding, as_tuple, effective_kernel_size, resolve_padding
 from cnn.registry import Registry
 
 ModuleDef = Callable[..., nn.Module]
@@ -135,10 +135,10 @@ def conv_module(kind: str) -> ModuleDef:
         ndim = 1 if isinstance(kernel_size, int) else len(kernel_size)
         spec = ConvSpec(
             features=features,
-            kernel_size=spatial_tuple(kernel_size, ndim, "kernel_size"),
-            strides=spatial_tuple(strides, ndim, "strides"),
+            kernel_size=as_tuple(kernel_size, ndim, "kernel_size"),
+            strides=as_tuple(strides, ndim, "strides"),
             padding=padding,
-            kernel_dilation=spatial_tuple(kernel_dilation, ndim, "kernel_dilation"),
+            kernel_dilation=as_tuple(kernel_dilation, ndim, "kernel_dilation"),
             feature_group_count=feature_group_count,
             common={"use_bias": use_bias, "kernel_init": kernel_init, "bias_init": bias_init, "dtype": dtype,
                     "name": name},

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from cnn import ops
-from cnn.layers.conv import DEFAULT_KERNEL_INIT, Conv, Initializer, check_features, spatial_tuple
-from cnn.ops._args import IntOrSeq, Padding
+from cnn.layers.conv import DEFAULT_KERNEL_INIT, Conv, Initializer, check_positive_int
+from cnn.ops._args import IntOrSeq, Padding, as_tuple
 
 
 class DeformableConv(nn.Module):
@@ -47,13 +47,13 @@ class DeformableConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_features(self.features)
+        check_positive_int(self.features, "features")
         if x.ndim != 4:
             raise ValueError(f"DeformableConv needs x of shape (batch, height, width, channels), got {x.shape}")
-        check_features(self.offset_groups, "offset_groups")
+        check_positive_int(self.offset_groups, "offset_groups")
         if x.shape[-1] % self.offset_groups:
             raise ValueError(f"offset_groups={self.offset_groups} must divide the {x.shape[-1]} input channels")
-        kernel_size = spatial_tuple(self.kernel_size, 2, "kernel_size")
+        kernel_size = as_tuple(self.kernel_size, 2, "kernel_size")
         fields = 3 if self.modulated else 2
         predicted = Conv(
             self.offset_groups * kernel_size[0] * kernel_size[1] * fields, kernel_size, self.strides, self.padding,

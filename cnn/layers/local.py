@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from cnn import ops
-from cnn.layers.conv import DEFAULT_KERNEL_INIT, Initializer, check_features, spatial_tuple
-from cnn.ops._args import IntOrSeq, Padding, output_size, resolve_padding
+from cnn.layers.conv import DEFAULT_KERNEL_INIT, Initializer, check_positive_int
+from cnn.ops._args import IntOrSeq, Padding, as_tuple, output_size, resolve_padding
 
 
 def stacked_init(init: Initializer, lead: tuple[int, ...]) -> Initializer:
@@ -55,11 +55,11 @@ class LocallyConnected(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_features(self.features)
+        check_positive_int(self.features, "features")
         ndim = x.ndim - 2
-        kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
-        strides = spatial_tuple(self.strides, ndim, "strides")
-        dilation = spatial_tuple(self.kernel_dilation, ndim, "kernel_dilation")
+        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
+        strides = as_tuple(self.strides, ndim, "strides")
+        dilation = as_tuple(self.kernel_dilation, ndim, "kernel_dilation")
         pads = resolve_padding(self.padding, x.shape[1:-1], kernel_size, strides, dilation)
         out = output_size(x.shape[1:-1], kernel_size, strides, dilation, pads)
         kernel = self.param(
@@ -93,12 +93,12 @@ class TiledConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_features(self.features)
+        check_positive_int(self.features, "features")
         ndim = x.ndim - 2
-        kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
-        tile = spatial_tuple(self.tile, ndim, "tile")
-        strides = spatial_tuple(self.strides, ndim, "strides")
-        dilation = spatial_tuple(self.kernel_dilation, ndim, "kernel_dilation")
+        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
+        tile = as_tuple(self.tile, ndim, "tile")
+        strides = as_tuple(self.strides, ndim, "strides")
+        dilation = as_tuple(self.kernel_dilation, ndim, "kernel_dilation")
         kernel = self.param(
             "kernel", stacked_init(self.kernel_init, tile), (*tile, *kernel_size, x.shape[-1], self.features),
             self.param_dtype,

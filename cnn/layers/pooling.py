@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn import ops
-from cnn.layers.conv import spatial_tuple
-from cnn.ops._args import IntOrSeq, Padding
+from cnn.ops._args import IntOrSeq, Padding, as_tuple
 
 
 class MaxPool(nn.Module):
@@ -77,7 +76,7 @@ class WeightedPool(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        window = spatial_tuple(self.window, x.ndim - 2, "window")
+        window = as_tuple(self.window, x.ndim - 2, "window")
         weights = ops.gaussian_window(window, self.sigma)
         if self.learned:
             weights = self.param("weights", lambda _key, shape, dtype: weights.astype(dtype), window, self.param_dtype)

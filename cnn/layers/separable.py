@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from cnn import ops
-from cnn.layers.conv import DEFAULT_KERNEL_INIT, Initializer, check_features, spatial_tuple
-from cnn.ops._args import IntOrSeq, Padding
+from cnn.layers.conv import DEFAULT_KERNEL_INIT, Initializer, check_positive_int
+from cnn.ops._args import IntOrSeq, Padding, as_tuple
 
 
 class SeparableConv(nn.Module):
@@ -39,10 +39,10 @@ class SeparableConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_features(self.features)
-        check_features(self.depth_multiplier, "depth_multiplier")
+        check_positive_int(self.features, "features")
+        check_positive_int(self.depth_multiplier, "depth_multiplier")
         ndim = x.ndim - 2
-        kernel_size = spatial_tuple(self.kernel_size, ndim, "kernel_size")
+        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
         depth = x.shape[-1] * self.depth_multiplier
         depthwise = self.param("depthwise", self.kernel_init, (*kernel_size, 1, depth), self.param_dtype)
         pointwise = self.param("pointwise", self.kernel_init, (depth, self.features), self.param_dtype)

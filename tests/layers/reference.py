@@ -1,0 +1,73 @@
+"""Brute-force numpy references for the layer tests: float64 loops over output positions of the textbook sums."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+
+def explicit_pads(padding, in_spatial, kernel_size, stride, dilation) -> list[tuple[int, int]]:
+    """(low, high) per axis: SAME gives ceil(n / s) outputs with the odd pixel high, FULL k_eff - 1 per side."""
+    if not isinstance(padding, str | int):
+        return [tuple(p) for p in padding]
+    pads = []
+    for n, k, s, d in zip(in_spatial, kernel_size, stride, dilation, strict=True):
+        k_eff = d * (k - 1) + 1
+        if padding == "VALID":
+            pads.append((0, 0))
+        elif padding == "FULL":
+            pads.append((k_eff - 1, k_eff - 1))
+        elif padding == "SAME":
+            total = max((math.ceil(n / s) - 1) * s + k_eff - n, 0)
+            pads.append((total // 2, total - total // 2))
+        else:
+            pads.append((padding, padding))
+    return pads
+
+
+def tiled_loop(x, kernel, stride, pads, dilation, mode="constant"):
+    """``y[n, p, o] = sum_{k, c} x_pad[n, p·s + k·d, c] · W[p mod t, k, c, o]`` with W ``(*t, *K, C, O)``.
+
+    A tile of ones is the correlation, a tile equal to the output shape the unshared (locally connected) sum.
+    ``mode``: np.pad's mode for the values outside the input.
+    """
+    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+    ndim = x.ndim - 2
+    xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=mode)
+    tile, ksize = kernel.shape[:ndim], kernel.shape[ndim : 2 * ndim]
+    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(xp.shape[1:-1], ksize, stride, dilation, strict=True)]
+    y = np.zeros((x.shape[0], *out, kernel.shape[-1]))
+    for p in np.ndindex(*out):
+        w = kernel[tuple(pi % t for pi, t in zip(p, tile, strict=True))]
+        for k in np.ndindex(*ksize):
+            at = tuple(pi * s + ki * d for pi, ki, s, d in zip(p, k, stride, dilation, strict=True))
+            y[(slice(None), *p)] += xp[(slice(None), *at)] @ w[k]
+    return y
+
+
+def correlate_loop(x, kernel, stride, pads, dilation, groups=1, mode="constant"):
+    """Grouped cross-correlation: each group of input channels through its block of the ``(*K, C/G, O)`` kernel."""
+    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+    ndim = x.ndim - 2
+    cg, og = x.shape[-1] // groups, kernel.shape[-1] // groups
+    one_tile = kernel.reshape((1,) * ndim + kernel.shape)
+    blocks = [
+        tiled_loop(x[..., g * cg : (g + 1) * cg], one_tile[..., g * og : (g + 1) * og], stride, pads, dilation, mode)
+        for g in range(groups)
+    ]
+    return np.concatenate(blocks, axis=-1)
+
+
+def with_random_params(module, x, seed: int = 0):
+    """``module`` applied to ``x`` with every variable drawn from a standard normal by numpy, and the variables.
+
+    The shapes come from ``jax.eval_shape`` of the init (traced, not run): jax.random's initializers compile once
+    per shape, seconds on a loaded 2-core machine, and a value test needs arbitrary parameters, not the init's.
+    The apply is one compiled program: run eagerly, a layer made of many small ops compiles each of them.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(module.init, jax.random.key(0), x)
+    variables = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
+    return np.asarray(jax.jit(module.apply)(variables, x)), variables.get("params", {})
