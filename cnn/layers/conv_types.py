@@ -53,30 +53,31 @@ class ConvSpec:
     feature_group_count: int
     common: dict[str, Any]  # use_bias, kernel_init, bias_init, dtype, name: passed on to every kind
 
-    def geometry(self) -> dict[str, Any]:
+    def ungrouped(self) -> dict[str, Any]:
+        """Every argument but ``feature_group_count``, which only ``Conv`` takes."""
         return {"features": self.features, "kernel_size": self.kernel_size, "strides": self.strides,
                 "padding": self.padding, "kernel_dilation": self.kernel_dilation, **self.common}
 
     def conv(self, **changes: Any) -> Conv:
         """A ``Conv`` with these arguments, some replaced by ``changes``."""
-        return Conv(**{**self.geometry(), "feature_group_count": self.feature_group_count, **changes})
+        return Conv(**{**self.ungrouped(), "feature_group_count": self.feature_group_count, **changes})
 
 
 CONV_TYPES = Registry("conv type")
 
 
-def _ungrouped(build: Callable[[ConvSpec], nn.Module]) -> Callable[[ConvSpec], nn.Module]:
+def _standard_if_grouped(build: Callable[[ConvSpec], nn.Module]) -> Callable[[ConvSpec], nn.Module]:
     """``build`` for ungrouped convolutions, ``Conv`` for grouped ones."""
     return lambda spec: build(spec) if spec.feature_group_count == 1 else spec.conv()
 
 
 CONV_TYPES.register("standard", lambda spec: spec.conv())
-CONV_TYPES.register("deformable", _ungrouped(
-    lambda spec: DeformableConv(**spec.geometry()) if len(spec.kernel_size) == 2 else spec.conv()
+CONV_TYPES.register("deformable", _standard_if_grouped(
+    lambda spec: DeformableConv(**spec.ungrouped()) if len(spec.kernel_size) == 2 else spec.conv()
 ))
-CONV_TYPES.register("separable", _ungrouped(lambda spec: SeparableConv(**spec.geometry())))
-CONV_TYPES.register("locally_connected", _ungrouped(lambda spec: LocallyConnected(**spec.geometry())))
-CONV_TYPES.register("tiled", _ungrouped(lambda spec: TiledConv(**spec.geometry(), tile=2)))
+CONV_TYPES.register("separable", _standard_if_grouped(lambda spec: SeparableConv(**spec.ungrouped())))
+CONV_TYPES.register("locally_connected", _standard_if_grouped(lambda spec: LocallyConnected(**spec.ungrouped())))
+CONV_TYPES.register("tiled", _standard_if_grouped(lambda spec: TiledConv(**spec.ungrouped(), tile=2)))
 
 
 @CONV_TYPES.register("fft")
