@@ -62,5 +62,6 @@ def create(name: str, *, num_classes: int, **overrides) -> nn.Module:
     try:
         return constructor(num_classes=num_classes, **overrides)
     except TypeError as error:
-        fields = sorted(getattr(constructor, "__dataclass_fields__", {}).keys() - {"parent", "name"})
+        model_class = getattr(constructor, "func", constructor)  # registered as a functools.partial
+        fields = sorted(getattr(model_class, "__dataclass_fields__", {}).keys() - {"parent", "name"})
         raise ConfigError(f"model {name!r}: {error}; its fields are {fields}") from None

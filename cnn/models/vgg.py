@@ -10,6 +10,8 @@ as torchvision builds it:
 | 5     | 512      | 2         | 2         | 3         | 4         | max pool /2 |
 | head  | adaptive average pool to 7×7, dense 4096, ReLU, dropout, dense 4096, ReLU, dropout, dense(num_classes) |
 
+(``classifier_width`` sets the two hidden dense layers, 4096 in the paper.)
+
 Every convolution is 3×3, stride 1, padding 1, with a bias, followed by ReLU (``_bn`` variants: conv, norm, ReLU;
 the conv keeps its bias, as torchvision). Parameters with 1000 classes: vgg11 132,863,336, vgg13 133,047,848,
 vgg16 138,357,544, vgg19 143,667,240; vgg11_bn 132,868,840, vgg13_bn 133,053,736, vgg16_bn 138,365,992,
@@ -41,6 +43,7 @@ class VGG(nn.Module):
     stage_sizes: Sequence[int]
     num_classes: int = 1000
     dropout_rate: float = 0.5
+    classifier_width: int = 4096  # the two hidden dense layers (e.g. 512 for CIFAR-sized experiments)
     conv: str = "standard"
     norm: ModuleDef | None = None
 
@@ -67,6 +70,6 @@ class VGG(nn.Module):
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = adaptive_pool(x, 7, "avg").reshape(x.shape[0], -1)
         for k in (1, 2):
-            x = nn.relu(nn.Dense(4096, name=f"fc{k}")(x))
+            x = nn.relu(nn.Dense(self.classifier_width, name=f"fc{k}")(x))
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="head")(x)

@@ -9,10 +9,9 @@ multiplies), and for every ``dot_general`` (output ``y``, contracting dimensions
 
     MACs = |y| · prod_{k in K} lhs.shape[k].
 
-On CPU ``cnn.ops`` computes depthwise and narrow grouped convolutions as sums of shifted slices (XLA:CPU's grouped
-convolution is slow) inside a jitted ``_shifted_slice_conv(x, kernel)``; that call counts as the convolution it
-computes, by the same formula. (Wider grouped convolutions become one dense convolution with a block-diagonal kernel
-there, and count the ``groups`` times larger work XLA does.)
+``cnn.ops`` computes every convolution in a jitted ``_conv(x, kernel)`` which, on CPU, lowers grouped convolutions
+to sums of shifted slices or to one dense convolution with a block-diagonal kernel (XLA:CPU's grouped convolution is
+slow); such a call counts as the convolution it computes, by the same formula, whatever its lowering.
 
 Nested jaxprs (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``, ...) are walked; a ``scan`` body counts
 ``length`` times, a ``cond`` its most expensive branch; a ``while`` body, whose trip count is unknown, once.
@@ -36,15 +35,23 @@ from jax.extend import core as jex_core
 __all__ = ["count_macs", "count_params", "macs_by_module"]
 
 
-# Jitted functions of cnn.ops that compute a channels-last convolution ``f(x, kernel)`` without a conv primitive.
-CONV_JITS = ("_shifted_slice_conv",)
+# Jitted functions of cnn.ops computing a channels-last convolution ``f(x, kernel, ...)``, however lowered.
+CONV_JITS = ("_conv",)
+
+
+def _is_conv_jit(eqn) -> bool:
+    """A call of a CONV_JITS function: ``x`` and ``kernel`` ``(*spatial, in // groups, out)`` give ``(..., out)``."""
+    if eqn.primitive.name not in ("jit", "pjit") or eqn.params.get("name") not in CONV_JITS or len(eqn.invars) < 2:
+        return False
+    x, kernel, out = eqn.invars[0].aval, eqn.invars[1].aval, eqn.outvars[0].aval
+    return x.ndim == kernel.ndim == out.ndim and kernel.shape[-1] == out.shape[-1]
 
 
 def _conv_macs(eqn) -> int:
     out, kernel = eqn.outvars[0].aval, eqn.invars[1].aval
     if eqn.primitive.name == "conv_general_dilated":
         out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
-    else:  # a CONV_JITS call: kernel (*spatial, in_channels // groups, out_channels)
+    else:  # a CONV_JITS call
         out_feature_dim = kernel.ndim - 1
     return math.prod(out.shape) * math.prod(kernel.shape) // kernel.shape[out_feature_dim]
 
@@ -71,7 +78,7 @@ def _walk(jaxpr, scope: str, totals: dict[str, int], multiplier: int = 1) -> Non
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
         where = "/".join(s for s in (scope, str(eqn.source_info.name_stack)) if s)
-        if name == "conv_general_dilated" or eqn.params.get("name") in CONV_JITS:
+        if name == "conv_general_dilated" or _is_conv_jit(eqn):
             totals[where] = totals.get(where, 0) + multiplier * _conv_macs(eqn)
         elif name == "dot_general":
             totals[where] = totals.get(where, 0) + multiplier * _dot_macs(eqn)
