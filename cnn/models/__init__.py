@@ -21,39 +21,40 @@ MODELS.register("small_cnn", SmallCNN)
 MODELS.register("lenet5", LeNet5)
 MODELS.register("alexnet", AlexNet)
 
-VGG_STAGE_SIZES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
-for depth, stage_sizes in VGG_STAGE_SIZES.items():
-    MODELS.register(f"vgg{depth}", partial(VGG, stage_sizes=stage_sizes))
-    MODELS.register(f"vgg{depth}_bn", partial(VGG, stage_sizes=stage_sizes, norm=BatchNorm))
+# VGG configurations A, B, D, E: 3×3 convolutions per stage
+MODELS.register("vgg11", partial(VGG, stage_sizes=(1, 1, 2, 2, 2)))
+MODELS.register("vgg13", partial(VGG, stage_sizes=(2, 2, 2, 2, 2)))
+MODELS.register("vgg16", partial(VGG, stage_sizes=(2, 2, 3, 3, 3)))
+MODELS.register("vgg19", partial(VGG, stage_sizes=(2, 2, 4, 4, 4)))
+MODELS.register("vgg11_bn", partial(VGG, stage_sizes=(1, 1, 2, 2, 2), norm=BatchNorm))
+MODELS.register("vgg13_bn", partial(VGG, stage_sizes=(2, 2, 2, 2, 2), norm=BatchNorm))
+MODELS.register("vgg16_bn", partial(VGG, stage_sizes=(2, 2, 3, 3, 3), norm=BatchNorm))
+MODELS.register("vgg19_bn", partial(VGG, stage_sizes=(2, 2, 4, 4, 4), norm=BatchNorm))
 
-RESNET_STAGE_SIZES = {
-    18: ((2, 2, 2, 2), BasicBlock),
-    34: ((3, 4, 6, 3), BasicBlock),
-    50: ((3, 4, 6, 3), BottleneckBlock),
-    101: ((3, 4, 23, 3), BottleneckBlock),
-    152: ((3, 8, 36, 3), BottleneckBlock),
-}
-for depth, (stage_sizes, block_cls) in RESNET_STAGE_SIZES.items():
-    MODELS.register(f"resnet{depth}", partial(ResNet, stage_sizes=stage_sizes, block_cls=block_cls))
-for depth in (20, 32, 44, 56, 110):  # depth 6n + 2: n basic blocks per stage
-    MODELS.register(f"cifar_resnet{depth}", partial(CifarResNet, stage_sizes=((depth - 2) // 6,) * 3))
+# ResNets: blocks per stage
+MODELS.register("resnet18", partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock))
+MODELS.register("resnet34", partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock))
+MODELS.register("resnet50", partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BottleneckBlock))
+MODELS.register("resnet101", partial(ResNet, stage_sizes=(3, 4, 23, 3), block_cls=BottleneckBlock))
+MODELS.register("resnet152", partial(ResNet, stage_sizes=(3, 8, 36, 3), block_cls=BottleneckBlock))
 
-EFFICIENTNET_SCALING = {  # (width, depth, dropout), Tan & Le 2019; b5-b7 with the TensorFlow BatchNorm
-    "b0": (1.0, 1.0, 0.2),
-    "b1": (1.0, 1.1, 0.2),
-    "b2": (1.1, 1.2, 0.3),
-    "b3": (1.2, 1.4, 0.3),
-    "b4": (1.4, 1.8, 0.4),
-    "b5": (1.6, 2.2, 0.4),
-    "b6": (1.8, 2.6, 0.5),
-    "b7": (2.0, 3.1, 0.5),
-}
-for variant, (width, depth, dropout) in EFFICIENTNET_SCALING.items():
-    norm = BatchNormTF if variant in ("b5", "b6", "b7") else BatchNorm
-    MODELS.register(
-        f"efficientnet_{variant}",
-        partial(EfficientNet, width_mult=width, depth_mult=depth, dropout_rate=dropout, norm=norm),
-    )
+# CIFAR ResNets of depth 6n + 2: n basic blocks per stage
+MODELS.register("cifar_resnet20", partial(CifarResNet, stage_sizes=(3, 3, 3)))
+MODELS.register("cifar_resnet32", partial(CifarResNet, stage_sizes=(5, 5, 5)))
+MODELS.register("cifar_resnet44", partial(CifarResNet, stage_sizes=(7, 7, 7)))
+MODELS.register("cifar_resnet56", partial(CifarResNet, stage_sizes=(9, 9, 9)))
+MODELS.register("cifar_resnet110", partial(CifarResNet, stage_sizes=(18, 18, 18)))
+
+# EfficientNets: width and depth multipliers, dropout; b5-b7 with the BatchNorm of their TensorFlow weights
+EfficientNetTF = partial(EfficientNet, norm=BatchNormTF)
+MODELS.register("efficientnet_b0", partial(EfficientNet, width_mult=1.0, depth_mult=1.0, dropout_rate=0.2))
+MODELS.register("efficientnet_b1", partial(EfficientNet, width_mult=1.0, depth_mult=1.1, dropout_rate=0.2))
+MODELS.register("efficientnet_b2", partial(EfficientNet, width_mult=1.1, depth_mult=1.2, dropout_rate=0.3))
+MODELS.register("efficientnet_b3", partial(EfficientNet, width_mult=1.2, depth_mult=1.4, dropout_rate=0.3))
+MODELS.register("efficientnet_b4", partial(EfficientNet, width_mult=1.4, depth_mult=1.8, dropout_rate=0.4))
+MODELS.register("efficientnet_b5", partial(EfficientNetTF, width_mult=1.6, depth_mult=2.2, dropout_rate=0.4))
+MODELS.register("efficientnet_b6", partial(EfficientNetTF, width_mult=1.8, depth_mult=2.6, dropout_rate=0.5))
+MODELS.register("efficientnet_b7", partial(EfficientNetTF, width_mult=2.0, depth_mult=3.1, dropout_rate=0.5))
 
 
 def create(name: str, *, num_classes: int, **overrides) -> nn.Module:

@@ -64,7 +64,7 @@ class StageSpec(NamedTuple):
     layers: int
 
 
-STEM_CHANNELS = 32
+STEM_CHANNELS, STEM = 32, Layer(3, 2, 1, 1)  # conv 3×3 /2, padding 1
 B0_STAGES = (
     StageSpec(1, 3, 1, 16, 1),
     StageSpec(6, 3, 2, 24, 2),
@@ -139,7 +139,7 @@ class EfficientNet(nn.Module):
     def layer_chain(self) -> Chain:
         """``(module name, spatial layers since the previous entry)``: the stem convolution, then the last block
         of each stage (the depthwise convolutions; 1×1 convolutions leave the field as it is)."""
-        chain = [("stem_conv", [Layer(3, 2, 1, 1)])]
+        chain = [("stem_conv", [STEM])]
         for i, s in enumerate(self.stages()):
             layers = [Layer(s.kernel, s.stride if j == 0 else 1, 1, s.kernel // 2) for j in range(s.layers)]
             chain.append((f"stage{i + 1}_block{s.layers}", layers))
@@ -150,8 +150,8 @@ class EfficientNet(nn.Module):
         norm = partial(self.norm, use_running_average=not train)
         conv = conv_module(self.conv)
         standard = conv_module("standard")
-        stem = standard(round_channels(STEM_CHANNELS * self.width_mult), (3, 3), 2, padding=1, use_bias=False,
-                        name="stem_conv")
+        stem = standard(round_channels(STEM_CHANNELS * self.width_mult), (STEM.kernel,) * 2, STEM.stride,
+                        padding=STEM.padding, use_bias=False, name="stem_conv")
         x = nn.silu(norm(name="stem_bn")(stem(x)))
         stages = self.stages()
         total_blocks, block = sum(s.layers for s in stages), 0

@@ -52,6 +52,8 @@ def _shortcut(x: jax.Array, features: int, strides: int, kind: str, norm: Module
     if kind == "projection":
         x = conv_module("standard")(features, (1, 1), strides, padding=0, use_bias=False, name="proj_conv")(x)
         return norm(name="proj_bn")(x)
+    if kind != "zero_pad":
+        raise ValueError(f"shortcut must be 'projection' or 'zero_pad', got {kind!r}")
     x = x[:, ::strides, ::strides, :]
     extra = features - x.shape[-1]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
@@ -116,16 +118,16 @@ class ResNet(nn.Module):
     conv: str = "standard"
     norm: ModuleDef = BatchNorm
 
-    stem: ClassVar[list[Layer]] = [Layer(7, 2, 1, 3)]
-    stem_pool: ClassVar[list[Layer]] = [Layer(3, 2, 1, 1)]
+    stem: ClassVar[Layer] = Layer(7, 2, 1, 3)  # conv 7×7 /2, padding 3
+    stem_pool: ClassVar[Layer | None] = Layer(3, 2, 1, 1)  # max pool 3×3 /2, padding 1
     shortcut: ClassVar[str] = "projection"
 
     def layer_chain(self) -> Chain:
         """``(module name, spatial layers since the previous entry)`` along the longest path: the stem
         convolution, then the last block of each stage (its output is the stage's)."""
-        chain = [("stem_conv", self.stem)]
+        chain = [("stem_conv", [self.stem])]
         for i, num_blocks in enumerate(self.stage_sizes):
-            layers = list(self.stem_pool) if i == 0 else []
+            layers = [self.stem_pool] if i == 0 and self.stem_pool else []
             for j in range(num_blocks):
                 layers = layers + self.block_cls.layer_chain(self._strides(i, j))
             chain.append((f"stage{i + 1}_block{num_blocks}", layers))
@@ -135,16 +137,17 @@ class ResNet(nn.Module):
     def _strides(stage: int, block: int) -> int:
         return 2 if stage > 0 and block == 0 else 1
 
-    def _stem(self, x: jax.Array, norm: ModuleDef) -> jax.Array:
-        x = conv_module("standard")(self.width, (7, 7), 2, padding=3, use_bias=False, name="stem_conv")(x)
-        x = nn.relu(norm(name="stem_bn")(x))
-        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         norm = partial(self.norm, use_running_average=not train)
         conv = conv_module(self.conv)
-        x = self._stem(x, norm)
+        stem, pool = self.stem, self.stem_pool
+        x = conv_module("standard")(
+            self.width, (stem.kernel,) * 2, stem.stride, padding=stem.padding, use_bias=False, name="stem_conv"
+        )(x)
+        x = nn.relu(norm(name="stem_bn")(x))
+        if pool:
+            x = nn.max_pool(x, (pool.kernel,) * 2, strides=(pool.stride,) * 2, padding=((pool.padding,) * 2,) * 2)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 x = self.block_cls(
@@ -162,10 +165,6 @@ class CifarResNet(ResNet):
     num_classes: int = 10
     width: int = 16
 
-    stem: ClassVar[list[Layer]] = [Layer(3, 1, 1, 1)]
-    stem_pool: ClassVar[list[Layer]] = []
+    stem: ClassVar[Layer] = Layer(3, 1, 1, 1)  # conv 3×3, padding 1
+    stem_pool: ClassVar[Layer | None] = None
     shortcut: ClassVar[str] = "zero_pad"
-
-    def _stem(self, x: jax.Array, norm: ModuleDef) -> jax.Array:
-        x = conv_module("standard")(self.width, (3, 3), 1, padding=1, use_bias=False, name="stem_conv")(x)
-        return nn.relu(norm(name="stem_bn")(x))

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
+from cnn.models import MODELS, create
+
 __all__ = ["count_macs", "count_params", "macs_by_module"]
 
 
@@ -130,18 +132,27 @@ def count_params(model: nn.Module, input_shape: Sequence[int]) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    from cnn.models import MODELS, create
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
+    return value
 
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cnn.tools.macs", description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=MODELS.names(), metavar="MODEL", help="a registered model name")
-    parser.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
-    parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
-    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--size", type=positive_int, default=224, help="input height and width (default 224)")
+    parser.add_argument("--channels", type=positive_int, default=3, help="input channels (default 3)")
+    parser.add_argument("--num-classes", type=positive_int, default=1000)
     args = parser.parse_args(argv)
     model = create(args.model, num_classes=args.num_classes)
     shape = (1, args.size, args.size, args.channels)
-    params, macs = count_params(model, shape), count_macs(model, shape)
+    try:
+        params, macs = count_params(model, shape), count_macs(model, shape)
+    except ValueError as error:  # e.g. an input below the model's minimum size
+        parser.error(str(error))
     print(f"{args.model} at {args.size}×{args.size}×{args.channels}, {args.num_classes} classes: "
           f"{params:,} parameters, {macs:,} MACs ({macs / 1e9:.3f} G)")
 

@@ -33,9 +33,10 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
 
+from cnn.models import MODELS, create
 from cnn.ops import ReceptiveField, empirical_receptive_field, receptive_field
 from cnn.ops.receptive_field import AxisExtent
-from cnn.tools.macs import macs_by_module
+from cnn.tools.macs import macs_by_module, positive_int
 
 __all__ = ["StageField", "analytic_fields", "constant_variables", "measured_fields", "stage_fields", "stage_macs"]
 
@@ -172,18 +173,20 @@ def default_size(model: nn.Module) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from cnn.models import MODELS, create
-
     parser = argparse.ArgumentParser(prog="python -m cnn.tools.receptive_field", description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=MODELS.names(), metavar="MODEL", help="a registered model with layer_chain()")
-    parser.add_argument("--size", type=int, help="input height and width (default: fits the largest field, <= 512)")
-    parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
+    parser.add_argument("--size", type=positive_int, help="input height and width (default: fits the largest "
+                        f"field, at most {MAX_DEFAULT_SIZE})")
+    parser.add_argument("--channels", type=positive_int, default=3, help="input channels (default 3)")
     args = parser.parse_args(argv)
     model = create(args.model, num_classes=1000)
     if not hasattr(model, "layer_chain"):
         parser.error(f"model {args.model!r} does not describe its layer chain")
     size = args.size or default_size(model)
-    rows, head_macs = stage_fields(model, size, args.channels)
+    try:
+        rows, head_macs = stage_fields(model, size, args.channels)
+    except ValueError as error:  # e.g. an input below the model's minimum size
+        parser.error(str(error))
     print(f"{args.model} on {size}×{size}×{args.channels}: centre unit of each stage, rows first..last of the input")
     print(f"{'stage':<16}{'r':>6}{'jump':>6}{'unit':>6}{'analytic':>14}{'measured':>14}{'MACs':>16}")
     for row in rows:

@@ -99,3 +99,19 @@ def test_constant_variables_keep_activations_positive():
     assert float(values["params"]["conv"]["kernel"][0, 0, 0, 0]) == pytest.approx(1 / 36)
     assert float(values["params"]["conv"]["bias"].sum()) == 0
     assert float(values["params"]["bn"]["scale"].min()) == float(values["batch_stats"]["bn"]["var"].min()) == 1
+
+
+@pytest.mark.parametrize(
+    ("tool", "argv", "message"),
+    [
+        (macs_tool, ["vgg11", "--size", "16"], "VGG needs images of at least 32×32"),
+        (macs_tool, ["resnet18", "--size", "0"], "argument --size: expected an int >= 1, got 0"),
+        (rf_tool, ["small_cnn"], "model 'small_cnn' does not describe its layer chain"),
+        (rf_tool, ["alexnet", "--size", "40"], "AlexNet needs images of at least 63×63"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2(tool, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        tool.main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]

@@ -176,6 +176,12 @@ def test_option_a_shortcut_subsamples_and_zero_pads_channels():
     assert "proj_conv" not in variables["params"]  # option A has no parameters
 
 
+def test_unknown_shortcut_is_a_value_error():
+    block = BasicBlock(8, 2, conv_module("standard"), partial(nn.BatchNorm, use_running_average=True), shortcut="B")
+    with pytest.raises(ValueError, match="shortcut must be 'projection' or 'zero_pad', got 'B'"):
+        init_shapes(block, (1, 4, 4, 4), train=None)
+
+
 def test_stochastic_depth_drops_whole_examples_and_rescales_the_rest():
     x = np.random.default_rng(4).standard_normal((64, 4, 4, 8), dtype=np.float32)
     norm = partial(nn.BatchNorm, use_running_average=False)
