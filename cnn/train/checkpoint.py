@@ -8,6 +8,7 @@ newest is unreadable; a checkpoint whose shapes do not match the model is an err
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -57,6 +58,8 @@ class Checkpoints:
             create=not read_only,
         )
         self.directory = os.path.abspath(directory)
+        self.read_only = read_only
+        self._set_aside_unreadable_metadata()
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
         )
@@ -88,13 +91,32 @@ class Checkpoints:
                             "one", step, str(error).splitlines()[0][:200], aside)
         return None, 0
 
-    def _move_aside(self, step: int) -> str:
+    def _set_aside_unreadable_metadata(self) -> None:
+        """Orbax reads every step's metadata (with its metrics) when it opens the directory and fails on a corrupt
+        one; such a step is moved aside first (or, read-only, reported)."""
+        if not os.path.isdir(self.directory):
+            return
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name, "_CHECKPOINT_METADATA")
+            if not (name.isdigit() and os.path.exists(path)):
+                continue
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except (OSError, ValueError) as error:
+                if self.read_only:
+                    raise UserError(f"checkpoint {os.path.dirname(path)} is unreadable ({error})") from None
+                aside = self._move_aside(int(name), reload=False)
+                log.warning("checkpoint at step %s is unreadable (%s); moved to %s", name, error, aside)
+
+    def _move_aside(self, step: int, reload: bool = True) -> str:
         """Rename an unreadable checkpoint (kept for inspection) so the step can be saved again."""
         source = os.path.join(self.directory, str(step))
         target = f"{source}.unreadable-{int(time.time())}"
         if jax.process_index() == 0:
             os.replace(source, target)
-        self.manager.reload()
+        if reload:
+            self.manager.reload()
         return target
 
     def _check_shapes(self, step: int, abstract_state) -> None:

@@ -73,9 +73,10 @@ def test_nan_loss_stops_and_keeps_last_finite_checkpoint(tmp_path, train):
     assert_trees_equal(before, restore_params(tmp_path, 12))
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, train):
+@pytest.mark.parametrize("part", ["", "default"])  # the whole step (metadata too), or only its arrays
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, train, part):
     train(tmp_path)
-    for root, _, files in os.walk(tmp_path / "checkpoints" / "12"):
+    for root, _, files in os.walk(tmp_path / "checkpoints" / "12" / part):
         for name in files:
             path = Path(root) / name
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -83,6 +84,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, train):
     assert "checkpoint at step 12 is unreadable" in result.stderr
     assert "resumed from the checkpoint at step 8" in result.stderr
     assert (tmp_path / "checkpoints" / "16").exists()
+    assert len(list((tmp_path / "checkpoints").glob("12.unreadable-*"))) == 1  # kept for inspection
 
 
 @pytest.mark.parametrize(
