@@ -94,7 +94,21 @@ TFDS_DATASETS = {
     "cifar100": TfdsDataset("cifar100", DatasetSpec(100, (32, 32, 3), 255.0, (0.5071, 0.4865, 0.4409),
                                                     (0.2673, 0.2564, 0.2762)),
                             {"cifar-100-binary.tar.gz": None}, "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    # Read from shared/data through the builders of cnn.data.builders, which check their own files.
+    "mnist1d": TfdsDataset("mnist1d", DatasetSpec(10, (40, 1), 1.0, (-0.0003,), (0.9976,)), {},
+                           "https://github.com/greydanus/mnist1d"),
+    "adrenal_mnist3d": TfdsDataset("adrenal_mnist3d/28", DatasetSpec(2, (28, 28, 28, 1), 255.0, (0.0158,), (0.1247,),
+                                                                     ("train", "validation", "test")), {},
+                                   "https://medmnist.com"),
+    # Too large for host memory: only tfds.testing.mock_data (dataset.mock_examples) fits this in-memory pipeline.
+    "imagenet2012": TfdsDataset("imagenet2012", DatasetSpec(1000, (224, 224, 3), 255.0, (0.485, 0.456, 0.406),
+                                                            (0.229, 0.224, 0.225), ("train", "validation")),
+                                {"ILSVRC2012_img_train.tar": None, "ILSVRC2012_img_val.tar": None},
+                                "https://image-net.org/download-images (manual download)"),
 }
+
+# Examples above which a split is not loaded into host memory.
+MAX_IN_MEMORY_BYTES = 8 << 30
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
@@ -102,10 +116,12 @@ def resolve_data_dir(data_dir: str | None) -> str:
 
 
 class TfdsSource:
-    def __init__(self, name: str, data_dir: str | None = None, manual_dir: str | None = None, download: bool = False):
+    def __init__(self, name: str, data_dir: str | None = None, manual_dir: str | None = None, download: bool = False,
+                 mock_examples: int = 0):
         self.name, self.dataset = name, TFDS_DATASETS[name]
         self.spec = self.dataset.spec
         self.data_dir, self.manual_dir, self.download = resolve_data_dir(data_dir), manual_dir, download
+        self.mock_examples = mock_examples  # > 0: random examples from tfds.testing.mock_data, for tests
 
     def builder(self):
         from cnn.platform import hide_accelerators_from_tensorflow
@@ -113,7 +129,7 @@ class TfdsSource:
         hide_accelerators_from_tensorflow()
         import tensorflow_datasets as tfds
 
-        from cnn.data import digits  # noqa: F401  (registers the sklearn_digits builder with TFDS)
+        from cnn.data import builders, digits  # noqa: F401  (register our builders with TFDS)
 
         return tfds.builder(self.dataset.tfds_name, data_dir=self.data_dir)
 
@@ -149,8 +165,25 @@ class TfdsSource:
         import tensorflow_datasets as tfds
 
         check_split(self.name, split, self.spec.splits)
+        if self.mock_examples > 0:
+            with tfds.testing.mock_data(num_examples=self.mock_examples):
+                return self._read(self.builder(), split)
+        return self._read(self.prepare(), split)
+
+    def _read(self, builder, split: str) -> ArraySplit:
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+
+        examples = builder.info.splits[split].num_examples if builder.info.splits else self.mock_examples
+        if examples * int(np.prod(self.spec.image_shape)) > MAX_IN_MEMORY_BYTES and not self.mock_examples:
+            raise UserError(f"dataset {self.name!r} split {split!r} holds {examples:,} examples: too large for the "
+                            "in-memory input pipeline (a streaming source for it is not built yet)")
+        dataset = builder.as_dataset(split=split, as_supervised=True)
+        if None in builder.info.features[builder.info.supervised_keys[0]].shape:  # images of varying size
+            size = self.spec.image_shape[:-1]
+            dataset = dataset.map(lambda x, y: (tf.cast(tf.image.resize(x, size), tf.uint8), y))
         # Batches of 8,192 rather than batch_size=-1, which aborts TensorFlow under tfds.testing.mock_data.
-        batches = list(tfds.as_numpy(self.prepare().as_dataset(split=split, batch_size=8192, as_supervised=True)))
+        batches = list(tfds.as_numpy(dataset.batch(8192)))
         images = np.concatenate([images for images, _ in batches])
         labels = np.concatenate([labels for _, labels in batches]).astype(np.int32)
         return ArraySplit(images=images, labels=labels)
@@ -236,7 +269,7 @@ class ImageFolderSource:
 
 for _name in TFDS_DATASETS:
     DATASETS.register(_name, lambda c, _name=_name: TfdsSource(_name, c.get("data_dir"), c.get("manual_dir"),
-                                                               bool(c.get("download"))))
+                                                               bool(c.get("download")), c.get("mock_examples") or 0))
 DATASETS.register("numpy", lambda c: NumpySource(c.get("path")))
 DATASETS.register("image_folder", lambda c: ImageFolderSource(c.get("path"), c.get("image_size") or (32, 32),
                                                               c.get("channels") or 3))
@@ -249,6 +282,7 @@ def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
         "data_dir": config_dict.placeholder(str),  # default: $TFDS_DATA_DIR or ~/tensorflow_datasets
         "manual_dir": config_dict.placeholder(str),  # local files to build a TFDS dataset from, no network
         "download": False,  # let TFDS download when the dataset is not prepared and no manual_dir is given
+        "mock_examples": 0,  # > 0: that many random examples from tfds.testing.mock_data (runlocal configs)
         "path": config_dict.placeholder(str),  # image_folder and numpy sources
         "image_size": (32, 32),  # image_folder: every image is resized to this
         "channels": 3,  # image_folder: 3 (RGB) or 1 (grayscale)

@@ -135,3 +135,26 @@ def test_train_on_own_image_folder_with_one_config_change(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(12 examples)" in result.stdout
     shutil.rmtree(tmp_path / "run")
+
+
+@needs_shared
+@pytest.mark.parametrize(("name", "folder", "shape", "counts"), [
+    ("mnist1d", "mnist1d", (40, 1), {"train": 4000, "test": 1000}),
+    ("adrenal_mnist3d", "medmnist3d", (28, 28, 28, 1), {"train": 1188, "validation": 98, "test": 298}),
+])
+def test_shared_classification_sets_as_sources(name, folder, shape, counts, tmp_path):
+    source = make_source({"name": name, "data_dir": str(tmp_path), "manual_dir": str(SHARED / folder)})
+    for split, count in counts.items():
+        data = source.load(split)
+        assert data.images.shape == (count, *shape) and data.images.shape[1:] == source.spec.image_shape
+    labels = source.load("train").labels
+    assert labels.max() + 1 == source.spec.num_classes
+
+
+def test_imagenet_on_mock_data_is_resized_to_the_spec(tmp_path):
+    source = make_source({"name": "imagenet2012", "data_dir": str(tmp_path), "mock_examples": 5})
+    data = source.load("validation")
+    assert data.images.shape == (5, 224, 224, 3) and data.images.dtype == np.uint8
+    assert data.labels.max() < 1000
+    with pytest.raises(UserError, match=r"ILSVRC2012_img_train\.tar"):
+        make_source({"name": "imagenet2012", "data_dir": str(tmp_path)}).load("train")
