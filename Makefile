@@ -24,6 +24,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/ops.py
 
 clean:
