@@ -91,10 +91,10 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, train, part)
     ("overrides", "expected"),
     [
         (("--config.optimizer.learnin_rate=0.1",), "no such config key 'learnin_rate'"),
-        (("--config.model.name=foo",), "unknown model 'foo'; choose from ['small_cnn']"),
+        (("--config.model.name=foo",), "unknown model 'foo'; choose from ['alexnet', 'cifar_resnet110'"),
         (("--config.optimizer.name=foo",), "unknown optimizer 'foo'; choose from"),
         (("--config.schedule.name=foo",), "unknown schedule 'foo'; choose from"),
-        (("--config.dataset.name=foo",), "unknown dataset 'foo'; choose from ['digits']"),
+        (("--config.dataset.name=foo",), "unknown dataset 'foo'; choose from ['adrenal_mnist3d', 'cifar10'"),
         (("--config.batch_size=0",), "config.batch_size must be positive"),
         (("--config.batch_size=abc",), "--config.batch_size=abc"),
         (("--config.model.widht=3",), "no such config key 'widht'"),
