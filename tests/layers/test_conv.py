@@ -11,7 +11,7 @@ import pytest
 import cnn.ops
 from cnn.errors import ConfigError
 from cnn.layers import FFT_CROSSOVER_KERNEL_SIZE, Conv, ConvTranspose
-from tests.layers.reference import correlate_loop, explicit_pads, with_random_params
+from tests.reference import correlate_loop, explicit_pads, with_random_params
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from cnn.layers import (
     TiledConv,
     conv_module,
 )
-from tests.layers.reference import correlate_loop, with_random_params
+from tests.reference import correlate_loop, with_random_params
 
 KINDS = ["deformable", "dilated", "fft", "locally_connected", "separable", "standard", "tiled"]
 KEY = jax.random.key(0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnn.layers import DeformableConv
-from tests.layers.reference import correlate_loop, explicit_pads, with_random_params
+from tests.reference import correlate_loop, explicit_pads, with_random_params
 
 
 def numpy_normal(key, shape, dtype=np.float32):

@@ -22,7 +22,7 @@ from cnn.layers import (
     TiledConv,
     WeightedPool,
 )
-from tests.layers.reference import with_random_params
+from tests.reference import with_random_params
 
 LAYERS = {
     "conv": Conv(4, 3, strides=2, feature_group_count=2),

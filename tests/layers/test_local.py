@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnn.layers import LocallyConnected, TiledConv
-from tests.layers.reference import explicit_pads, tiled_loop, with_random_params
+from tests.reference import explicit_pads, tiled_loop, with_random_params
 
 
 @pytest.mark.parametrize(

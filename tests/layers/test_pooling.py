@@ -9,7 +9,7 @@ import pytest
 from scipy.signal.windows import gaussian
 
 from cnn.layers import AdaptivePool, AvgPool, ChannelPool, GlobalPool, LpPool, MaxPool, WeightedPool
-from tests.layers.reference import explicit_pads
+from tests.reference import explicit_pads
 
 X = np.random.default_rng(0).normal(size=(2, 7, 6, 3)).astype(np.float32)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnn.layers import SeparableConv
-from tests.layers.reference import explicit_pads, tiled_loop, with_random_params
+from tests.reference import correlate_loop, explicit_pads, with_random_params
 
 
 @pytest.mark.parametrize(
@@ -24,13 +24,8 @@ def test_separable_equals_depthwise_then_pointwise(shape, multiplier, strides, p
     assert params["pointwise"].shape == (channels * multiplier, 5)
     stride, dil = (np.broadcast_to(v, ndim).tolist() for v in (strides, dilation))
     pads = explicit_pads(padding, shape[1:-1], (3,) * ndim, stride, dil)
-    # Depthwise: filter q of channel c is depthwise output c·m + q.
-    depthwise = params["depthwise"].reshape(*(3,) * ndim, channels, multiplier)
-    h = np.concatenate(
-        [tiled_loop(x[..., c : c + 1], depthwise[None, ..., c : c + 1, :].reshape((1,) * ndim + (3,) * ndim + (1, -1)),
-                    stride, pads, dil) for c in range(channels)],
-        axis=-1,
-    )
+    # Depthwise: one group per input channel, filter q of channel c is depthwise output c·m + q.
+    h = correlate_loop(x, params["depthwise"], stride, pads, dil, groups=channels)
     expected = h @ params["pointwise"] + params["bias"]
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 

@@ -15,32 +15,7 @@ import pytest
 from jax.test_util import check_grads
 
 from cnn.ops.deformable import deformable_conv
-
-
-def explicit_pads(padding, in_spatial, kernel_size, stride, dilation):
-    """(low, high) per axis: SAME gives out = ceil(n / s) with the odd pixel high, FULL gives k_eff - 1."""
-    if not isinstance(padding, str | int):
-        return list(padding)
-    pads = []
-    for n, k, s, d in zip(in_spatial, kernel_size, stride, dilation, strict=True):
-        k_eff = d * (k - 1) + 1
-        if padding == "VALID":
-            pads.append((0, 0))
-        elif padding == "FULL":
-            pads.append((k_eff - 1, k_eff - 1))
-        elif padding == "SAME":
-            total = max((math.ceil(n / s) - 1) * s + k_eff - n, 0)
-            pads.append((total // 2, total - total // 2))
-        else:
-            pads.append((padding, padding))
-    return pads
-
-
-def out_shape(in_spatial, kernel_size, stride, pads, dilation):
-    return tuple(
-        (n + lo + hi - d * (k - 1) - 1) // s + 1
-        for n, k, s, (lo, hi), d in zip(in_spatial, kernel_size, stride, pads, dilation, strict=True)
-    )
+from tests.reference import correlate_loop, explicit_pads, out_shape
 
 
 def bilinear(image, y, x):
@@ -77,17 +52,6 @@ def brute_deformable(x, kernel, offsets, mask, stride, pads, dilation):
     return y
 
 
-def brute_correlate(x, kernel, stride, pads, dilation):
-    """out[n, i, j, o] = sum_{a, b, c} x_pad[n, i s + a d, j s + b d, c] * w[a, b, c, o]."""
-    xp = np.pad(np.asarray(x, np.float64), [(0, 0), *pads, (0, 0)])
-    kh, kw = kernel.shape[:2]
-    out = out_shape(xp.shape[1:3], (kh, kw), stride, [(0, 0), (0, 0)], dilation)
-    y = np.zeros((x.shape[0], *out, kernel.shape[-1]))
-    for i, j, a, b in np.ndindex(*out, kh, kw):
-        y[:, i, j] += xp[:, i * stride[0] + a * dilation[0], j * stride[1] + b * dilation[1]] @ kernel[a, b]
-    return y
-
-
 def deform(x, kernel, offsets, mask=None, **kwargs):
     """deformable_conv under jit (one compilation instead of many eager ones)."""
     return jax.jit(functools.partial(deformable_conv, **kwargs))(x, kernel, offsets, mask)
@@ -113,7 +77,7 @@ def test_zero_offsets_are_a_correlation(stride, padding, dilation, modulated):
     offsets = np.zeros((2, *out, 2, 3, 2, 2), np.float32)
     mask = np.ones(offsets.shape[:-1], np.float32) if modulated else None
     y = deform(x, kernel, offsets, mask, stride=stride, padding=padding, dilation=dilation, offset_groups=2)
-    np.testing.assert_allclose(y, brute_correlate(x, kernel, stride, pads, dilation), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, correlate_loop(x, kernel, stride, pads, dilation), rtol=1e-5, atol=1e-5)
 
 
 def test_integer_offsets_shift_the_taps():

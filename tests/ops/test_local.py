@@ -19,64 +19,10 @@ from jax.test_util import check_grads
 from cnn.ops import local
 from cnn.ops.conv import correlate
 from cnn.ops.local import locally_connected, tiled_conv
+from tests.reference import correlate_loop, explicit_pads, out_shape, tiled_loop
 
 SHAPES = {1: (2, 11, 3), 2: (2, 7, 6, 3), 3: (1, 5, 6, 4, 2)}
 KERNELS = {1: (3,), 2: (3, 2), 3: (2, 3, 2)}
-
-
-def explicit_pads(padding, in_spatial, kernel_size, stride, dilation):
-    """(low, high) per axis: SAME gives out = ceil(n / s) with the odd pixel high, FULL gives k_eff - 1."""
-    if not isinstance(padding, str | int):
-        return list(padding)
-    pads = []
-    for n, k, s, d in zip(in_spatial, kernel_size, stride, dilation, strict=True):
-        k_eff = d * (k - 1) + 1
-        if padding == "VALID":
-            pads.append((0, 0))
-        elif padding == "FULL":
-            pads.append((k_eff - 1, k_eff - 1))
-        elif padding == "SAME":
-            total = max((math.ceil(n / s) - 1) * s + k_eff - n, 0)
-            pads.append((total // 2, total - total // 2))
-        else:
-            pads.append((padding, padding))
-    return pads
-
-
-def out_shape(in_spatial, kernel_size, stride, pads, dilation):
-    return tuple(
-        (n + lo + hi - d * (k - 1) - 1) // s + 1
-        for n, k, s, (lo, hi), d in zip(in_spatial, kernel_size, stride, pads, dilation, strict=True)
-    )
-
-
-def brute_tiled(x, kernel, stride, pads, dilation, ndim):
-    """The tiled sum; with tile = output shape it is the unshared sum, with a tile of ones a correlation."""
-    xp = np.pad(np.asarray(x, np.float64), [(0, 0), *pads, (0, 0)])
-    kernel = np.asarray(kernel, np.float64)
-    tile, kernel_size = kernel.shape[:ndim], kernel.shape[ndim : 2 * ndim]
-    out = out_shape(xp.shape[1:-1], kernel_size, stride, [(0, 0)] * ndim, dilation)
-    y = np.zeros((x.shape[0], *out, kernel.shape[-1]))
-    for p in np.ndindex(*out):
-        phase = tuple(pi % ti for pi, ti in zip(p, tile, strict=True))
-        for k in np.ndindex(*kernel_size):
-            pos = tuple(pi * s + ki * d for pi, ki, s, d in zip(p, k, stride, dilation, strict=True))
-            y[(slice(None), *p)] += xp[(slice(None), *pos)] @ kernel[(*phase, *k)]
-    return y
-
-
-def brute_correlate(x, kernel, stride, pads, dilation):
-    """out[n, p, o] = sum_{k, c} x_pad[n, p * s + k * d, c] * w[k, c, o], a loop of its own."""
-    xp = np.pad(np.asarray(x, np.float64), [(0, 0), *pads, (0, 0)])
-    kernel = np.asarray(kernel, np.float64)
-    kernel_size = kernel.shape[:-2]
-    out = out_shape(xp.shape[1:-1], kernel_size, stride, [(0, 0)] * len(kernel_size), dilation)
-    y = np.zeros((x.shape[0], *out, kernel.shape[-1]))
-    for p in np.ndindex(*out):
-        for k in np.ndindex(*kernel_size):
-            pos = tuple(pi * s + ki * d for pi, ki, s, d in zip(p, k, stride, dilation, strict=True))
-            y[(slice(None), *p)] += xp[(slice(None), *pos)] @ kernel[k]
-    return y
 
 
 def jitted(op, x, kernel, **kwargs):
@@ -119,7 +65,7 @@ def test_locally_connected_matches_brute_force(ndim, stride, padding, dilation):
     out = out_shape(x.shape[1:-1], KERNELS[ndim], strides, pads, dilations)
     kernel = random(rng, (*out, *KERNELS[ndim], x.shape[-1], 4))
     y = jitted(locally_connected, x, kernel, stride=stride, padding=padding, dilation=dilation)
-    np.testing.assert_allclose(y, brute_tiled(x, kernel, strides, pads, dilations, ndim), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, tiled_loop(x, kernel, strides, pads, dilations), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -131,7 +77,7 @@ def test_locally_connected_with_one_shared_kernel_is_a_correlation(ndim):
     out = out_shape(x.shape[1:-1], KERNELS[ndim], (1,) * ndim, pads, (1,) * ndim)
     kernel = np.broadcast_to(shared, (*out, *shared.shape))
     y = jitted(locally_connected, x, kernel, padding="SAME")
-    expected = brute_correlate(x, shared, (1,) * ndim, pads, (1,) * ndim)
+    expected = correlate_loop(x, shared, (1,) * ndim, pads, (1,) * ndim)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -151,7 +97,7 @@ def test_tiled_conv_matches_brute_force(strategy, ndim, tile, stride, padding, d
     strides, dilations = per_axis(stride, ndim), per_axis(dilation, ndim)
     pads = explicit_pads(padding, x.shape[1:-1], KERNELS[ndim], strides, dilations)
     y = jitted(tiled_conv, x, kernel, stride=stride, padding=padding, dilation=dilation)
-    np.testing.assert_allclose(y, brute_tiled(x, kernel, strides, pads, dilations, ndim), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, tiled_loop(x, kernel, strides, pads, dilations), rtol=1e-5, atol=1e-5)
 
 
 def test_tile_larger_than_output_uses_only_the_first_kernels(strategy):
@@ -159,7 +105,7 @@ def test_tile_larger_than_output_uses_only_the_first_kernels(strategy):
     x = random(rng, (2, 5, 7, 3))
     kernel = random(rng, (6, 2, 3, 3, 3, 2))  # output is (3, 5): tile 6 > 3 on the first axis
     pads = [(0, 0), (0, 0)]
-    expected = brute_tiled(x, kernel, (1, 1), pads, (1, 1), 2)
+    expected = tiled_loop(x, kernel, (1, 1), pads, (1, 1))
     np.testing.assert_allclose(jitted(tiled_conv, x, kernel), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -171,7 +117,7 @@ def test_tile_of_ones_is_a_correlation(strategy, ndim):
     strides, dilations = (1,) * ndim, (2,) + (1,) * (ndim - 1)
     y = jitted(tiled_conv, x, shared[(None,) * ndim], stride=strides, padding="SAME", dilation=dilations)
     pads = explicit_pads("SAME", x.shape[1:-1], KERNELS[ndim], strides, dilations)
-    np.testing.assert_allclose(y, brute_correlate(x, shared, strides, pads, dilations), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, correlate_loop(x, shared, strides, pads, dilations), rtol=1e-5, atol=1e-5)
     reference = correlate(x, shared, stride=strides, padding="SAME", dilation=dilations)
     np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-5)
 
@@ -186,7 +132,7 @@ def test_tile_equal_to_output_is_locally_connected(strategy, ndim):
     kernel = random(rng, (*out, *KERNELS[ndim], x.shape[-1], 3))
     y = jitted(tiled_conv, x, kernel, stride=2, padding=1)
     np.testing.assert_allclose(y, jitted(locally_connected, x, kernel, stride=2, padding=1), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(y, brute_tiled(x, kernel, (2,) * ndim, pads, (1,) * ndim, ndim), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, tiled_loop(x, kernel, (2,) * ndim, pads, (1,) * ndim), rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=20, deadline=None)
@@ -205,7 +151,7 @@ def test_tiled_conv_property_2d(size, kernel_size, tile, stride, dilation, paddi
     kernel = random(rng, (*tile, *kernel_size, 2, 3))
     pads = explicit_pads(padding, size, kernel_size, stride, dilation)
     y = jitted(tiled_conv, x, kernel, stride=stride, padding=padding, dilation=dilation)
-    np.testing.assert_allclose(y, brute_tiled(x, kernel, stride, pads, dilation, 2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, tiled_loop(x, kernel, stride, pads, dilation), rtol=1e-5, atol=1e-5)
 
 
 def test_locally_connected_grads():

@@ -1,7 +1,5 @@
 """Separable convolutions against brute-force numpy loops of the textbook formulas and numpy's SVD."""
 
-import math
-
 import jax
 import numpy as np
 import pytest
@@ -15,49 +13,9 @@ from cnn.ops.separable import (
     separable_conv,
     separable_reconstruct,
 )
+from tests.reference import correlate_loop, explicit_pads
 
 SHAPES = {1: (2, 11, 3), 2: (2, 7, 6, 3), 3: (1, 5, 6, 4, 2)}
-
-
-def explicit_pads(padding, in_spatial, kernel_size, stride, dilation):
-    """(low, high) per axis: SAME gives out = ceil(n / s) with the odd pixel high, FULL gives k_eff - 1."""
-    pads = []
-    for n, k, s, d in zip(in_spatial, kernel_size, stride, dilation, strict=True):
-        k_eff = d * (k - 1) + 1
-        if padding == "VALID":
-            pads.append((0, 0))
-        elif padding == "FULL":
-            pads.append((k_eff - 1, k_eff - 1))
-        elif padding == "SAME":
-            total = max((math.ceil(n / s) - 1) * s + k_eff - n, 0)
-            pads.append((total // 2, total - total // 2))
-        elif isinstance(padding, int):
-            pads.append((padding, padding))
-        else:
-            pads = list(padding)
-            break
-    return pads
-
-
-def brute_correlate(x, kernel, stride, pads, dilation, groups):
-    """y[b, j, o] = sum_i sum_{c in group g(o)} xpad[b, j*s + i*d, c] * kernel[i, c - g(o)*C_g, o]."""
-    x = np.pad(np.asarray(x, np.float64), [(0, 0), *pads, (0, 0)])
-    kernel = np.asarray(kernel, np.float64)
-    kernel_size = kernel.shape[:-2]
-    in_per_group, out_per_group = kernel.shape[-2], kernel.shape[-1] // groups
-    out = [
-        (n - d * (k - 1) - 1) // s + 1
-        for n, k, s, d in zip(x.shape[1:-1], kernel_size, stride, dilation, strict=True)
-    ]
-    y = np.zeros((x.shape[0], *out, kernel.shape[-1]))
-    for j in np.ndindex(*out):
-        for i in np.ndindex(*kernel_size):
-            pos = tuple(jj * s + ii * d for jj, ii, s, d in zip(j, i, stride, dilation, strict=True))
-            for g in range(groups):
-                cin = slice(g * in_per_group, (g + 1) * in_per_group)
-                cout = slice(g * out_per_group, (g + 1) * out_per_group)
-                y[(slice(None), *j, cout)] += x[(slice(None), *pos, cin)] @ kernel[(*i, slice(None), cout)]
-    return y
 
 
 def outer_product(kernels_1d):
@@ -99,8 +57,8 @@ def test_depthwise_separable_matches_brute_force(ndim, multiplier, stride, paddi
     strides, dilations = as_tuples(ndim, stride, dilation)
     pads = explicit_pads(padding, x.shape[1:-1], kernel_size, strides, dilations)
 
-    hidden = brute_correlate(x, depthwise, strides, pads, dilations, groups=channels)
-    expected = brute_correlate(
+    hidden = correlate_loop(x, depthwise, strides, pads, dilations, groups=channels)
+    expected = correlate_loop(
         hidden,
         pointwise.reshape((1,) * ndim + pointwise.shape),
         (1,) * ndim,
@@ -130,7 +88,7 @@ def test_depthwise_separable_is_a_dense_correlation_with_the_product_kernel():
     depthwise = rng.standard_normal((3, 3, 1, 6))
     pointwise = rng.standard_normal((6, 4))
     dense = np.einsum("hwcq,cqo->hwco", depthwise.reshape(3, 3, 3, 2), pointwise.reshape(3, 2, 4))
-    expected = brute_correlate(x, dense, (1, 1), [(1, 1), (1, 1)], (1, 1), groups=1)
+    expected = correlate_loop(x, dense, (1, 1), [(1, 1), (1, 1)], (1, 1), groups=1)
     with jax.enable_x64(True):
         y = depthwise_separable(x, depthwise, pointwise, padding="SAME")
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
@@ -198,7 +156,7 @@ def test_separable_conv_matches_depthwise_outer_product(ndim, stride, padding, d
     pads = explicit_pads(padding, x.shape[1:-1], kernel_size, strides, dilations)
 
     kernel = outer_product(kernels)[..., None, :]  # (*k, 1, C): depthwise
-    expected = brute_correlate(x, kernel, strides, pads, dilations, groups=channels)
+    expected = correlate_loop(x, kernel, strides, pads, dilations, groups=channels)
     y = separable_conv(x, kernels, stride=stride, padding=padding, dilation=dilation)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
@@ -221,7 +179,7 @@ def test_separable_conv_property_2d(size, kernel_size, stride, dilation, padding
     padded = [n + lo + hi for n, (lo, hi) in zip(size, pads, strict=True)]
     if any(n < d * (k - 1) + 1 for n, k, d in zip(padded, kernel_size, dilation, strict=True)):
         return  # kernel larger than the padded input: covered by the error tests
-    expected = brute_correlate(x, outer_product(kernels)[..., None, :], stride, pads, dilation, groups=2)
+    expected = correlate_loop(x, outer_product(kernels)[..., None, :], stride, pads, dilation, groups=2)
     with jax.enable_x64(True):
         y = separable_conv(x, kernels, stride=stride, padding=padding, dilation=dilation)
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
@@ -288,7 +246,7 @@ def test_rank_one_per_channel_factors_run_as_separable_conv():
         np.testing.assert_allclose(separable_reconstruct(cols, rows), kernel, rtol=1e-10, atol=1e-10)
         x = rng.standard_normal((2, 7, 6, 2))
         y = separable_conv(x, [cols[0], rows[0]], padding="SAME")
-    expected = brute_correlate(x, kernel[..., None, :], (1, 1), [(1, 1), (1, 2)], (1, 1), groups=2)
+    expected = correlate_loop(x, kernel[..., None, :], (1, 1), [(1, 1), (1, 2)], (1, 1), groups=2)
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
 
 
@@ -303,7 +261,7 @@ def test_rank_two_sum_is_exact_and_runs_as_two_separable_passes():
         # A rank-2 kernel is not rank 1: the best rank-1 approximation misses the second singular value.
         cols1, rows1 = separable_approximation(kernel, rank=1)
         assert np.linalg.norm(separable_reconstruct(cols1, rows1) - kernel) > 1e-3
-    expected = brute_correlate(x, kernel[..., None, :], (1, 1), [(0, 0), (0, 0)], (1, 1), groups=3)
+    expected = correlate_loop(x, kernel[..., None, :], (1, 1), [(0, 0), (0, 0)], (1, 1), groups=3)
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
 
 

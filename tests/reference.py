@@ -1,4 +1,7 @@
-"""Brute-force numpy references for the layer tests: float64 loops over output positions of the textbook sums."""
+"""Brute-force numpy references for the op and layer tests: float64 loops over output positions of the textbook sums.
+
+They use nothing of ``cnn``: padding, output sizes and sums are written out here, one position and tap at a time.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,14 @@ def explicit_pads(padding, in_spatial, kernel_size, stride, dilation) -> list[tu
     return pads
 
 
+def out_shape(in_spatial, kernel_size, stride, pads, dilation) -> tuple[int, ...]:
+    """``floor((n + low + high - k_eff) / s) + 1`` per axis."""
+    return tuple(
+        (n + lo + hi - d * (k - 1) - 1) // s + 1
+        for n, k, s, (lo, hi), d in zip(in_spatial, kernel_size, stride, pads, dilation, strict=True)
+    )
+
+
 def tiled_loop(x, kernel, stride, pads, dilation, mode="constant"):
     """``y[n, p, o] = sum_{k, c} x_pad[n, p·s + k·d, c] · W[p mod t, k, c, o]`` with W ``(*t, *K, C, O)``.
 
@@ -37,7 +48,7 @@ def tiled_loop(x, kernel, stride, pads, dilation, mode="constant"):
     ndim = x.ndim - 2
     xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=mode)
     tile, ksize = kernel.shape[:ndim], kernel.shape[ndim : 2 * ndim]
-    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(xp.shape[1:-1], ksize, stride, dilation, strict=True)]
+    out = out_shape(xp.shape[1:-1], ksize, stride, [(0, 0)] * ndim, dilation)
     y = np.zeros((x.shape[0], *out, kernel.shape[-1]))
     for p in np.ndindex(*out):
         w = kernel[tuple(pi % t for pi, t in zip(p, tile, strict=True))]
@@ -48,16 +59,26 @@ def tiled_loop(x, kernel, stride, pads, dilation, mode="constant"):
 
 
 def correlate_loop(x, kernel, stride, pads, dilation, groups=1, mode="constant"):
-    """Grouped cross-correlation: each group of input channels through its block of the ``(*K, C/G, O)`` kernel."""
-    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
-    ndim = x.ndim - 2
-    cg, og = x.shape[-1] // groups, kernel.shape[-1] // groups
-    one_tile = kernel.reshape((1,) * ndim + kernel.shape)
-    blocks = [
-        tiled_loop(x[..., g * cg : (g + 1) * cg], one_tile[..., g * og : (g + 1) * og], stride, pads, dilation, mode)
-        for g in range(groups)
-    ]
-    return np.concatenate(blocks, axis=-1)
+    """Grouped cross-correlation, a loop of its own (not ``tiled_loop``) with the ``(*K, C/G, O)`` kernel:
+
+        y[n, p, o] = sum_k sum_{c < C/G} x_pad[n, p·s + k·d, g(o)·C/G + c] · w[k, c, o],  g(o) = o // (O/G)
+
+    ``mode``: np.pad's mode for the values outside the input.
+    """
+    x = np.pad(np.asarray(x, np.float64), [(0, 0), *pads, (0, 0)], mode=mode)
+    kernel = np.asarray(kernel, np.float64)
+    kernel_size = kernel.shape[:-2]
+    in_per_group, out_per_group = kernel.shape[-2], kernel.shape[-1] // groups
+    out = out_shape(x.shape[1:-1], kernel_size, stride, [(0, 0)] * len(kernel_size), dilation)
+    y = np.zeros((x.shape[0], *out, kernel.shape[-1]))
+    for p in np.ndindex(*out):
+        for k in np.ndindex(*kernel_size):
+            at = tuple(pi * s + ki * d for pi, ki, s, d in zip(p, k, stride, dilation, strict=True))
+            for g in range(groups):
+                cin = slice(g * in_per_group, (g + 1) * in_per_group)
+                cout = slice(g * out_per_group, (g + 1) * out_per_group)
+                y[(slice(None), *p, cout)] += x[(slice(None), *at, cin)] @ kernel[(*k, slice(None), cout)]
+    return y
 
 
 def with_random_params(module, x, seed: int = 0):
