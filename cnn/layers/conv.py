@@ -13,7 +13,6 @@ input padded by ``padding`` with the ``boundary`` values (see ``cnn.ops.correlat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -22,9 +21,8 @@ import jax.numpy as jnp
 
 from cnn import ops
 from cnn.errors import ConfigError
+from cnn.layers._common import Initializer, check_positive_int, geometry, promoted_params
 from cnn.ops._args import IntOrSeq, Padding, as_tuple, check_input, pad_boundary, resolve_padding
-
-Initializer = Callable[..., jax.Array]
 
 # He et al. 2015 for ReLU networks: variance 2 / fan_in, fan_in = prod(kernel_size) · in_channels / groups.
 # torchvision's ResNet uses fan_out instead: nn.initializers.variance_scaling(2.0, "fan_out", "normal").
@@ -40,11 +38,6 @@ CONV_METHODS = ("xla", "fft", "auto")
 #      a second run gave k=9 32.7/14.5, 112/105: a tie with the backward pass, so 11).
 #   3D 2x16x16x16x32->32 (a script like the benchmark's): k=3 39.9/118, 172/301; k=5 178/154, 770/419.
 FFT_CROSSOVER_KERNEL_SIZE = {1: 63, 2: 11, 3: 5}
-
-
-def check_positive_int(value: int, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 class Conv(nn.Module):
@@ -102,19 +95,15 @@ class Conv(nn.Module):
         check_positive_int(self.features, "features")
         ndim = x.ndim - 2
         check_input(x, ndim)
-        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
-        strides = as_tuple(self.strides, ndim, "strides")
-        dilation = as_tuple(self.kernel_dilation, ndim, "kernel_dilation")
+        kernel_size, strides, dilation = geometry(self, ndim)
         groups = self.feature_group_count
         if not isinstance(groups, int) or groups < 1 or x.shape[-1] % groups:
             raise ValueError(f"feature_group_count must be a positive int dividing the {x.shape[-1]} input channels, "
                              f"got {groups!r}")
         fft = self.uses_fft(ndim)
-        kernel = self.param(
-            "kernel", self.kernel_init, (*kernel_size, x.shape[-1] // groups, self.features), self.param_dtype
+        x, kernel, bias = promoted_params(
+            self, x, (self.features,), kernel=(self.kernel_init, (*kernel_size, x.shape[-1] // groups, self.features))
         )
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if fft:
             padding = self.padding
             if self.boundary != "zeros":  # fft_conv pads with zeros: pad with the boundary values first
@@ -160,13 +149,10 @@ class ConvTranspose(nn.Module):
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
         check_positive_int(self.features, "features")
-        ndim = y.ndim - 2
-        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
-        strides = as_tuple(self.strides, ndim, "strides")
-        dilation = as_tuple(self.kernel_dilation, ndim, "kernel_dilation")
-        kernel = self.param("kernel", self.kernel_init, (*kernel_size, self.features, y.shape[-1]), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        y, kernel, bias = nn.dtypes.promote_dtype(y, kernel, bias, dtype=self.dtype)
+        kernel_size, strides, dilation = geometry(self, y.ndim - 2)
+        y, kernel, bias = promoted_params(
+            self, y, (self.features,), kernel=(self.kernel_init, (*kernel_size, self.features, y.shape[-1]))
+        )
         input_shape = None
         if isinstance(self.padding, str) and self.padding.upper() == "SAME":
             input_shape = (y.shape[0], *(n * s for n, s in zip(y.shape[1:-1], strides, strict=True)), self.features)

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from cnn import ops
-from cnn.layers.conv import DEFAULT_KERNEL_INIT, Conv, Initializer, check_positive_int
+from cnn.layers._common import Initializer, check_positive_int, promoted_params
+from cnn.layers.conv import DEFAULT_KERNEL_INIT, Conv
 from cnn.ops._args import IntOrSeq, Padding, as_tuple
 
 
@@ -63,9 +64,9 @@ class DeformableConv(nn.Module):
         predicted = predicted.reshape(*predicted.shape[:3], self.offset_groups, *kernel_size, fields)
         offsets = predicted[..., :2]
         mask = jax.nn.sigmoid(predicted[..., 2]) if self.modulated else None
-        kernel = self.param("kernel", self.kernel_init, (*kernel_size, x.shape[-1], self.features), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = promoted_params(
+            self, x, (self.features,), kernel=(self.kernel_init, (*kernel_size, x.shape[-1], self.features))
+        )
         y = ops.deformable_conv(
             x, kernel, offsets, mask, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
             offset_groups=self.offset_groups,

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from cnn import ops
-from cnn.layers.conv import DEFAULT_KERNEL_INIT, Initializer, check_positive_int
+from cnn.layers._common import Initializer, check_positive_int, geometry, promoted_params
+from cnn.layers.conv import DEFAULT_KERNEL_INIT
 from cnn.ops._args import IntOrSeq, Padding, as_tuple, output_size, resolve_padding
 
 
@@ -56,18 +57,13 @@ class LocallyConnected(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_positive_int(self.features, "features")
-        ndim = x.ndim - 2
-        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
-        strides = as_tuple(self.strides, ndim, "strides")
-        dilation = as_tuple(self.kernel_dilation, ndim, "kernel_dilation")
+        kernel_size, strides, dilation = geometry(self, x.ndim - 2)
         pads = resolve_padding(self.padding, x.shape[1:-1], kernel_size, strides, dilation)
         out = output_size(x.shape[1:-1], kernel_size, strides, dilation, pads)
-        kernel = self.param(
-            "kernel", stacked_init(self.kernel_init, out), (*out, *kernel_size, x.shape[-1], self.features),
-            self.param_dtype,
+        x, kernel, bias = promoted_params(
+            self, x, (*out, self.features),
+            kernel=(stacked_init(self.kernel_init, out), (*out, *kernel_size, x.shape[-1], self.features)),
         )
-        bias = self.param("bias", self.bias_init, (*out, self.features), self.param_dtype) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = ops.locally_connected(x, kernel, stride=strides, padding=pads, dilation=dilation)
         return y if bias is None else y + bias
 
@@ -95,16 +91,12 @@ class TiledConv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         check_positive_int(self.features, "features")
         ndim = x.ndim - 2
-        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
+        kernel_size, strides, dilation = geometry(self, ndim)
         tile = as_tuple(self.tile, ndim, "tile")
-        strides = as_tuple(self.strides, ndim, "strides")
-        dilation = as_tuple(self.kernel_dilation, ndim, "kernel_dilation")
-        kernel = self.param(
-            "kernel", stacked_init(self.kernel_init, tile), (*tile, *kernel_size, x.shape[-1], self.features),
-            self.param_dtype,
+        x, kernel, bias = promoted_params(
+            self, x, (*tile, self.features),
+            kernel=(stacked_init(self.kernel_init, tile), (*tile, *kernel_size, x.shape[-1], self.features)),
         )
-        bias = self.param("bias", self.bias_init, (*tile, self.features), self.param_dtype) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = ops.tiled_conv(x, kernel, stride=strides, padding=self.padding, dilation=dilation)
         if bias is None:
             return y

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from cnn import ops
-from cnn.layers.conv import DEFAULT_KERNEL_INIT, Initializer, check_positive_int
+from cnn.layers._common import Initializer, check_positive_int, promoted_params
+from cnn.layers.conv import DEFAULT_KERNEL_INIT
 from cnn.ops._args import IntOrSeq, Padding, as_tuple
 
 
@@ -44,10 +45,11 @@ class SeparableConv(nn.Module):
         ndim = x.ndim - 2
         kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
         depth = x.shape[-1] * self.depth_multiplier
-        depthwise = self.param("depthwise", self.kernel_init, (*kernel_size, 1, depth), self.param_dtype)
-        pointwise = self.param("pointwise", self.kernel_init, (depth, self.features), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        x, depthwise, pointwise, bias = nn.dtypes.promote_dtype(x, depthwise, pointwise, bias, dtype=self.dtype)
+        x, depthwise, pointwise, bias = promoted_params(
+            self, x, (self.features,),
+            depthwise=(self.kernel_init, (*kernel_size, 1, depth)),
+            pointwise=(self.kernel_init, (depth, self.features)),
+        )
         y = ops.depthwise_separable(
             x, depthwise, pointwise, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation
         )
