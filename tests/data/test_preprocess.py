@@ -70,3 +70,15 @@ def test_augmentation_does_not_depend_on_the_process_count():
 def test_bad_chains_fail_naming_the_op(chain, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_preprocess(chain, SPEC)
+
+
+def test_augmented_stream_restarted_at_step_k_equals_uninterrupted():
+    from cnn.data import ArraySplit, TrainStream
+
+    split = ArraySplit(RNG.integers(0, 256, (40, 6, 6, 3), dtype=np.uint8), np.arange(40, dtype=np.int32) % 10)
+    chain = build_preprocess("decode|random_crop(6, pad=2)|flip_lr|normalize", SPEC)
+    uninterrupted = list(TrainStream(split, chain, global_batch=8, seed=5).iterate(0, 12))
+    restarted = list(TrainStream(split, chain, global_batch=8, seed=5).iterate(7, 12))  # a new process at step 7
+    for before, after in zip(uninterrupted[7:], restarted, strict=True):
+        np.testing.assert_array_equal(before["image"], after["image"])
+        np.testing.assert_array_equal(before["label"], after["label"])
