@@ -1,0 +1,50 @@
+"""ResNet-50 on ImageNet (ILSVRC 2012) with the recipe of He et al. 2016 as torchvision trained its first weights:
+SGD with momentum 0.9, learning rate 0.1 for batch 256, divided by 10 every 30 epochs, 90 epochs, weight decay 1e-4,
+random crops and horizontal flips.
+
+Command:   python train.py --config=configs/imagenet_resnet50.py --workdir=runs/imagenet_resnet50 \
+               --config.dataset.manual_dir=FOLDER   (FOLDER holds ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar)
+Hardware:  accelerators; not run on this project's 2-CPU machines.
+Time:      not measured here.
+Expected:  76.13% top-1 on the 50,000 validation images (torchvision's ResNet50_Weights.IMAGENET1K_V1).
+Variant:   --config=configs/imagenet_resnet50.py:runlocal  (two steps on ``tfds.testing.mock_data`` at 64×64; used by
+           the tests)
+
+The in-memory input pipeline of ``cnn.data`` refuses the 1.28M training images (``cnn.data.sources``): until a
+streaming source exists, this config runs on mock data only. ``cnn.data`` resizes every image to 224×224 when it
+reads it; training rescales to 256×256 and takes a random 224×224 crop (a scale augmentation), evaluation the
+centre crop, as in the "resize 256, crop 224" protocol.
+"""
+
+import ml_collections
+
+from cnn.train.config import base_config, runlocal
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = base_config(dataset="imagenet2012", model="resnet50")
+    config.dataset.eval_split = "validation"
+    config.dataset.train_preprocess = "decode|resize(256)|random_crop(224)|flip_lr|normalize"
+    config.dataset.eval_preprocess = "decode|resize(256)|center_crop(224)|normalize"
+    config.model.conv = "standard"
+    config.optimizer.learning_rate = 0.1
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-4
+    config.schedule.name = "step"
+    config.schedule.boundaries = (30 / 90, 60 / 90)  # epochs 30 and 60
+    config.schedule.decay_factor = 0.1
+    config.batch_size = 256
+    config.eval_batch_size = 500
+    config.num_epochs = 90.0
+    config.log_every_steps = 100
+
+    if arg == "runlocal":
+        runlocal(config, steps=2)
+        config.dataset.mock_examples = 4
+        config.dataset.train_preprocess = "decode|resize(64)|flip_lr|normalize"
+        config.dataset.eval_preprocess = "decode|resize(64)|normalize"
+        config.batch_size = 2
+        config.eval_batch_size = 4
+    elif arg is not None:
+        raise ValueError(f"configs/imagenet_resnet50.py: unknown variant {arg!r}; choose from ['runlocal']")
+    return config
