@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,22 @@ def run_cli(script: str, *args: str, env: dict[str, str], check: bool = True) ->
 
 def train_args(workdir: Path, *overrides: str) -> list[str]:
     return ["--config=configs/default.py:runlocal", f"--workdir={workdir}", *overrides]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tfds_dir) -> Path:
+    """One finished runlocal run (checkpoints at 8 and 12; eval batch 7, so the last eval batch is partial)."""
+    workdir = tmp_path_factory.mktemp("trained") / "run"
+    run_cli("train.py", *train_args(workdir, "--config.eval_batch_size=7"), env=cli_env(tfds_dir))
+    return workdir
+
+
+@pytest.fixture
+def trained_copy(trained_run, tmp_path) -> Path:
+    """A private copy of :func:`trained_run` that a test may modify."""
+    target = tmp_path / "run"
+    shutil.copytree(trained_run, target)
+    return target
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +13,8 @@ from cnn.models import create
 from tests.harness.conftest import restore_params
 
 
-def test_eval_counts_exactly_with_a_partial_last_batch(tmp_path, train, evaluate, tfds_dir):
-    train(tmp_path, "--config.eval_batch_size=7")  # 360 = 51 * 7 + 3: the last batch is partial
+def test_eval_counts_exactly_with_a_partial_last_batch(trained_copy, evaluate, tfds_dir):
+    tmp_path = trained_copy  # trained with eval batch 7: 360 = 51 * 7 + 3, the last batch is partial
     result = evaluate(f"--workdir={tmp_path}", "--step=12")
     report = json.loads((tmp_path / "eval_12.json").read_text())
     assert (tmp_path / "confusion_12.png").stat().st_size > 1000
@@ -36,8 +37,8 @@ def test_eval_counts_exactly_with_a_partial_last_batch(tmp_path, train, evaluate
     assert f"{report['accuracy']:.4f}" in result.stdout
 
 
-def test_eval_all_and_unknown_step(tmp_path, train, evaluate):
-    train(tmp_path)
+def test_eval_all_and_unknown_step(trained_copy, evaluate):
+    tmp_path = trained_copy
     result = evaluate(f"--workdir={tmp_path}", "--all")
     steps = sorted(int(p.stem.split("_")[1]) for p in tmp_path.glob("eval_*.json"))
     assert steps == [8, 12] and "test accuracy" in result.stdout
@@ -45,21 +46,19 @@ def test_eval_all_and_unknown_step(tmp_path, train, evaluate):
     assert missing.returncode == 2 and "--step=5: no checkpoint at that step; available: [8, 12]" in missing.stderr
 
 
-def test_eval_errors_are_one_line(tmp_path, train, evaluate):
+def test_eval_errors_are_one_line(trained_copy, evaluate):
+    tmp_path = trained_copy
     absent = evaluate(f"--workdir={tmp_path / 'absent'}", check=False)
     assert absent.returncode == 2 and "no such directory" in absent.stderr
 
-    train(tmp_path, "--config.num_steps=2", "--config.checkpoint_every_steps=100", "--config.eval_every_steps=100")
-    for path in (tmp_path / "checkpoints").iterdir():
-        import shutil
-
-        shutil.rmtree(path)
+    shutil.rmtree(tmp_path / "checkpoints")
+    (tmp_path / "checkpoints").mkdir()
     empty = evaluate(f"--workdir={tmp_path}", check=False)
     assert empty.returncode == 2 and "no checkpoints" in empty.stderr and "Traceback" not in empty.stderr
 
 
-def test_checkpoint_that_does_not_match_config_is_one_line_error(tmp_path, train, evaluate):
-    train(tmp_path)
+def test_checkpoint_that_does_not_match_config_is_one_line_error(trained_copy, evaluate):
+    tmp_path = trained_copy
     config = json.loads((tmp_path / "config.json").read_text())
     config["model"]["width"] = 16
     (tmp_path / "config.json").write_text(json.dumps(config))

@@ -61,8 +61,8 @@ def test_sigkill_then_rerun_resumes_bitwise(tmp_path, tfds_dir, train):
                                                                           b["grad_norm"])
 
 
-def test_nan_loss_stops_and_keeps_last_finite_checkpoint(tmp_path, train):
-    train(tmp_path)
+def test_nan_loss_stops_and_keeps_last_finite_checkpoint(trained_copy, train):
+    tmp_path = trained_copy
     before = restore_params(tmp_path, 12)
     result = train(tmp_path, "--config.num_steps=24", "--config.optimizer.learning_rate=inf", check=False)
     assert result.returncode == 2
@@ -74,8 +74,8 @@ def test_nan_loss_stops_and_keeps_last_finite_checkpoint(tmp_path, train):
 
 
 @pytest.mark.parametrize("part", ["", "default"])  # the whole step (metadata too), or only its arrays
-def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, train, part):
-    train(tmp_path)
+def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_copy, train, part):
+    tmp_path = trained_copy
     for root, _, files in os.walk(tmp_path / "checkpoints" / "12" / part):
         for name in files:
             path = Path(root) / name
@@ -133,20 +133,19 @@ def test_four_devices_match_one_device(tmp_path, train):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), one, four)
 
 
-def test_rerun_of_finished_run_trains_nothing(tmp_path, train):
-    train(tmp_path)
+def test_rerun_of_finished_run_trains_nothing(trained_copy, train):
+    tmp_path = trained_copy
     shutil.copy(tmp_path / "metrics.jsonl", tmp_path / "before.jsonl")
     result = train(tmp_path)
     assert "resumed from the checkpoint at step 12" in result.stderr
     assert (tmp_path / "metrics.jsonl").read_text() == (tmp_path / "before.jsonl").read_text()
 
 
-def test_tensorboard_events_hold_train_and_eval_scalars(tmp_path, train):
+def test_tensorboard_events_hold_train_and_eval_scalars(trained_run):
     import tensorflow as tf
 
-    train(tmp_path)
     tags = set()
-    for path in (tmp_path / "tb").iterdir():
+    for path in (trained_run / "tb").iterdir():
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             tags.update(value.tag for value in event.summary.value)
     assert {"train/loss", "train/accuracy", "train/learning_rate", "train/grad_norm", "train/examples_per_second",
