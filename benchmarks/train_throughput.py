@@ -139,7 +139,8 @@ def main() -> None:
         return
     print("\n| model (batch 128, 32x32x3) | step, YNNPACK convs (s) | step, Eigen convs (s) | speed-up |\n"
           "|---|---|---|---|")
-    for model, overrides in (("small_cnn", {"width": 64}), ("small_cnn", {"width": 128})):
+    models = (("small_cnn", {"width": 64}), ("small_cnn", {"width": 128}), ("cifar_resnet20", {}), ("resnet18", {}))
+    for model, overrides in models:
         ynn, eigen = compare_flag(model, overrides, batch=128, image=32, steps=args.flag_steps)
         print(f"| {model} {overrides} | {ynn:.3f} | {eigen:.3f} | {ynn / eigen:.2f}x |", flush=True)
 
