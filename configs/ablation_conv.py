@@ -5,13 +5,14 @@ Command:   python train.py --config=configs/ablation_conv.py --workdir=runs/abla
                --config.model.conv=deformable     (standard dilated deformable separable locally_connected tiled fft)
            python benchmarks/ablation_conv.py       (every kind, then the table)
 Hardware:  2 CPU cores, no GPU.
-Time:      README "Convolution ablation" (from under a minute for standard to several for deformable).
-Result:    README "Convolution ablation": test accuracy, parameters, MACs and step time per kind.
+Time:      34 s (dilated) to 250 s (locally connected) per kind; 11 min 42 s for all seven.
+Result:    79.20% test accuracy with standard convolutions (74.68% to 81.33% across the kinds); README
+           "Convolution ablation" has accuracy, parameters, MACs and step time per kind.
 Variant:   --config=configs/ablation_conv.py:runlocal  (2 steps; used by the tests)
 
 The images are read from ``dataset.manual_dir``, by default the repository's ``../shared/data/fashion_mnist``, and
 prepared once in ``dataset.data_dir``. A run is short, 200 steps of 64 (12,800 of the 60,000 training images), so
-that all seven kinds train in about 15 minutes on 2 CPU cores: it ranks how fast each kind learns, not the best
+that all seven kinds train in under 15 minutes on 2 CPU cores: it ranks how fast each kind learns, not the best
 accuracy each can reach.
 """
 
