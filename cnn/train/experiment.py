@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cnn.data import ArraySplit, DatasetSpec, build_preprocess, eval_batches
+from cnn.data import ArraySplit, BatchRandom, DatasetSpec, build_preprocess, eval_batches
 from cnn.errors import ConfigError
 from cnn.models import create
 from cnn.train.config import model_overrides, steps_of, validate
@@ -35,7 +35,9 @@ class Experiment:
         self.total_steps = steps_of(config, "num", steps_per_epoch)
         self.schedule = make_schedule(config, self.total_steps, steps_per_epoch)
         self.tx = make_optimizer(config, self.schedule)
-        self.input_shape = (1, *self.spec.image_shape)
+        # The model sees preprocessed images, whose shape the ops may change (pad, crop, resize).
+        sample = np.zeros((1, *self.spec.image_shape), np.uint8)
+        self.input_shape = self.eval_preprocess(sample, BatchRandom((config.seed, 0), 1)).shape
 
         self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
         devices = self.mesh.size
