@@ -168,7 +168,7 @@ def test_unknown_variant_is_a_value_error(spec):
 @pytest.mark.parametrize(("config", "folder"), [("mnist_lenet5", "mnist"), ("ablation_conv", "fashion_mnist")])
 def test_manual_dir_defaults_to_the_shared_data_next_to_the_repository(config, folder):
     manual_dir = Path(load_config_file(str(ROOT / f"configs/{config}.py")).dataset.manual_dir)
-    assert manual_dir == (ROOT.parent / "shared" / "data" / folder).resolve()
+    assert manual_dir.resolve() == (ROOT.parent / "shared" / "data" / folder).resolve()
     assert {"train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"} <= {p.name for p in manual_dir.iterdir()}
 
 
