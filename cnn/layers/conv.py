@@ -31,13 +31,11 @@ DEFAULT_KERNEL_INIT: Initializer = nn.initializers.he_normal()
 CONV_METHODS = ("xla", "fft", "auto")
 
 # method="auto" switches to fft_conv (stride 1, dilation 1, groups 1) when the kernel's geometric-mean size
-# prod(kernel_size) ** (1 / ndim) is at least this, per number of spatial axes. Measured on 2 CPU cores (Eigen convs),
-# SAME padding, milliseconds correlate / fft_conv for forward and forward+backward:
-#   1D 8x4096x16->16 (benchmarks/ops.py --quick): k=31 5.6/8.5, 18.9/27.2; k=63 11.4/8.4, 39/24.7 (FFT from 63 on).
-#   2D 8x64x64x16->16 (benchmarks/ops.py --quick): k=7 8.0/33.5, 41/38.8; k=11 34.2/25.7, 92.3/42.9 (FFT from 11 on;
-#      a second run gave k=9 32.7/14.5, 112/105: a tie with the backward pass, so 11).
-#   3D 2x16x16x16x32->32 (a script like the benchmark's): k=3 39.9/118, 172/301; k=5 178/154, 770/419.
-FFT_CROSSOVER_KERNEL_SIZE = {1: 63, 2: 11, 3: 5}
+# prod(kernel_size) ** (1 / ndim) is at least this, per number of spatial axes: the forward+backward crossover (what
+# training pays) of BENCHMARKS.md "fft_conv vs correlate" (benchmarks/ops.py, 2 idle CPU cores, Eigen convs, SAME):
+# 1D 8x4096x16->16 from k = 47, 2D 8x64x64x16->16 from k = 9 (forward alone: 95 and 13). 3D from a one-off script,
+# 2x16x16x16x32->32, ms correlate / fft_conv: k=3 39.9/118 fwd, 172/301 fwd+bwd; k=5 178/154, 770/419.
+FFT_CROSSOVER_KERNEL_SIZE = {1: 47, 2: 9, 3: 5}
 
 
 class Conv(nn.Module):
