@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
 import jax.numpy as jnp
 
-Padding = Union[str, int, Sequence[tuple[int, int]]]
-IntOrSeq = Union[int, Sequence[int]]
+Padding = str | int | Sequence[tuple[int, int]]
+IntOrSeq = int | Sequence[int]
 
 BOUNDARY_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 PADDING_NAMES = ("VALID", "SAME", "FULL")
