@@ -2,7 +2,7 @@
 
 Command:   python train.py --config=configs/default.py --workdir=runs/digits   (or: make demo)
 Hardware:  2 CPU cores, no GPU.
-Time:      about 40 s of training (660 steps), plus 10 s of start-up and evaluation.
+Time:      14 s for train.py (660 steps) on 2 idle cores; eval.py 5 s.
 Result:    98.06% test accuracy (353 of the fixed 360 test images); README "Results".
 Variant:   --config=configs/default.py:runlocal  (12 steps of a narrower net; used by the tests)
 """
