@@ -53,7 +53,10 @@ def _warmup(peak: float, total_steps: int, warmup_steps: int, c) -> optax.Schedu
 @SCHEDULES.register("step")
 def _step(peak: float, total_steps: int, warmup_steps: int, c) -> optax.Schedule:
     """Multiply by ``decay_factor`` at each boundary, given as fractions of training."""
-    boundaries = {int(f * total_steps) - warmup_steps: c.decay_factor for f in c.boundaries}
+    boundaries: dict[int, float] = {}
+    for fraction in c.boundaries:  # boundaries that round to one step multiply there, so none is lost
+        step = int(fraction * total_steps) - warmup_steps
+        boundaries[step] = boundaries.get(step, 1.0) * c.decay_factor
     return _warmup_then(optax.piecewise_constant_schedule(peak, boundaries), peak, warmup_steps)
 
 

@@ -113,6 +113,12 @@ def test_step_schedule_decays_at_fractions():
     assert [float(schedule(t)) for t in (49, 50, 74, 75)] == pytest.approx([peak, peak * 0.1, peak * 0.1, peak * 0.01])
 
 
+def test_step_schedule_keeps_boundaries_that_round_to_one_step():
+    config = _config(name="step", warmup_steps=0, warmup_epochs=0.0, boundaries=(0.5, 0.75), decay_factor=0.1)
+    schedule, peak = make_schedule(config, total_steps=2, steps_per_epoch=1), config.optimizer.learning_rate
+    assert float(schedule(1)) == pytest.approx(peak * 0.01)  # both decays land on step 1
+
+
 def test_weight_decay_applies_to_kernels_not_biases():
     config = get_config()
     config.optimizer.update(name="sgd", learning_rate=0.5, weight_decay=0.1)
