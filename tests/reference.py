@@ -92,3 +92,19 @@ def with_random_params(module, x, seed: int = 0):
     shapes = jax.eval_shape(module.init, jax.random.key(0), x)
     variables = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
     return np.asarray(jax.jit(module.apply)(variables, x)), variables.get("params", {})
+
+
+def per_axis(value, ndim: int) -> tuple:
+    """An int repeated over ``ndim`` axes, or the per-axis sequence as a tuple."""
+    return (value,) * ndim if isinstance(value, int) else tuple(value)
+
+
+def normal(rng: np.random.Generator, *shape: int, dtype=np.float32) -> np.ndarray:
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def assert_close(actual, expected, rtol: float = 1e-5) -> None:
+    """float32 against a float64 reference: relative, with an absolute floor scaled to the magnitude."""
+    expected = np.asarray(expected)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol, atol=rtol * scale)

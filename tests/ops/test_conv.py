@@ -8,7 +8,6 @@ for single channels, ``numpy.pad`` for the boundary modes, ``lax.conv_general_di
 
 import itertools
 import math
-import re
 
 import jax
 import jax.numpy as jnp
@@ -17,19 +16,14 @@ import pytest
 import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jax import lax
 from jax.test_util import check_grads
 
-from cnn.ops import conv
 from cnn.ops.conv import conv_matrix, conv_transpose, convolve, correlate
+from tests.reference import assert_close, normal, per_axis
 
 # ----------------------------------------------------------------------------------------------------------
 # References
 # ----------------------------------------------------------------------------------------------------------
-
-
-def per_axis(value, ndim):
-    return (value,) * ndim if isinstance(value, int) else tuple(value)
 
 
 def expected_pads(padding, in_spatial, kernel_size, stride, dilation):
@@ -97,17 +91,6 @@ def brute_transpose(y, w, in_spatial, stride=1, pads=None, dilation=1, groups=1)
                 for c in range(in_per_group):
                     x[(slice(None), *p, g * in_per_group + c)] += y[(slice(None), *i, o)] * w[(*k, c, o)]
     return x
-
-
-def assert_close(actual, expected, rtol=1e-5):
-    """float32 against a float64 reference: relative, with an absolute floor scaled to the magnitude."""
-    expected = np.asarray(expected)
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol, atol=rtol * scale)
-
-
-def normal(rng, *shape, dtype=np.float32):
-    return rng.standard_normal(shape).astype(dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -213,75 +196,6 @@ def test_mixed_dtypes_and_jit():
     out = jitted(x, w, stride=2, padding="SAME")
     assert out.dtype == jnp.float32
     assert_close(out, brute_correlate(x, w, 2, expected_pads("SAME", (6, 6), (3, 3), 2, 1)), rtol=1e-4)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The CPU lowerings of grouped convolutions equal lax.conv_general_dilated
-# ----------------------------------------------------------------------------------------------------------
-
-LOWERING_CASES = [
-    # (in_spatial, kernel_size, in_channels, out_channels, groups, stride, dilation, pads, lhs_dilation)
-    ((11,), (3,), 4, 4, 4, 1, 1, [(1, 1)], 1),  # depthwise
-    ((11,), (4,), 3, 6, 3, 2, 2, [(0, 2)], 1),  # channel multiplier 2, stride, dilation
-    ((7,), (3,), 2, 10, 2, 1, 1, [(1, 1)], 1),  # channel multiplier 5
-    ((6, 7), (3, 3), 4, 8, 4, (2, 1), 1, [(1, 1), (0, 2)], 1),
-    ((7, 6), (3, 2), 6, 9, 3, 1, (2, 1), [(0, 0), (1, 0)], 1),  # 2 in x 3 out per group
-    ((6, 6), (3, 3), 4, 8, 4, 1, 1, [(2, -1), (1, 1)], (2, 1)),  # transposed: zeros inserted, negative pad
-    ((4, 5, 4), (2, 3, 2), 3, 3, 3, (1, 2, 1), (2, 1, 1), [(1, 0), (1, 1), (0, 1)], 1),
-    ((9,), (3,), 10, 4, 2, 1, 1, [(1, 1)], 1),  # 5 in per group: block-diagonal dense kernel
-    ((6, 5), (2, 3), 12, 18, 2, 2, 1, [(0, 1), (1, 1)], 1),  # 6 in x 9 out per group: block-diagonal
-]
-
-
-def lax_grouped(x, w, stride, pads, dilation, groups, lhs_dilation):
-    ndim = w.ndim - 2
-    spatial = "DHW"[3 - ndim :]
-    return lax.conv_general_dilated(
-        x,
-        w,
-        per_axis(stride, ndim),
-        pads,
-        per_axis(lhs_dilation, ndim),
-        per_axis(dilation, ndim),
-        (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"),
-        feature_group_count=groups,
-    )
-
-
-@pytest.mark.parametrize(
-    ("in_spatial", "kernel_size", "cin", "cout", "groups", "stride", "dilation", "pads", "lhs_dilation"), LOWERING_CASES
-)
-def test_grouped_lowering_equals_lax(in_spatial, kernel_size, cin, cout, groups, stride, dilation, pads, lhs_dilation):
-    rng = np.random.default_rng(5)
-    ndim = len(in_spatial)
-    x, w = normal(rng, 2, *in_spatial, cin), normal(rng, *kernel_size, cin // groups, cout)
-    args = (per_axis(stride, ndim), tuple(pads), per_axis(dilation, ndim), groups)
-
-    def ours(x, w):
-        return conv._conv(x, w, *args, per_axis(lhs_dilation, ndim))
-
-    def reference(x, w):
-        return lax_grouped(x, w, stride, pads, dilation, groups, lhs_dilation)
-
-    expected = reference(x, w)
-    assert_close(ours(x, w), expected)
-    cotangent = normal(rng, *expected.shape)
-    grads = jax.jit(jax.grad(lambda x, w: jnp.vdot(ours(x, w), cotangent), argnums=(0, 1)))(x, w)
-    expected_grads = jax.jit(jax.grad(lambda x, w: jnp.vdot(reference(x, w), cotangent), argnums=(0, 1)))(x, w)
-    for got, want in zip(grads, expected_grads, strict=True):
-        assert_close(got, want, rtol=1e-4)
-
-
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rewrite of grouped convolutions is CPU only")
-@pytest.mark.parametrize(
-    ("cin", "cout", "groups", "feature_groups"), [(8, 8, 8, None), (8, 16, 8, None), (16, 8, 2, 1), (6, 6, 1, 1)]
-)
-def test_cpu_avoids_grouped_lax_convolution(cin, cout, groups, feature_groups):
-    """Depthwise: no lax convolution at all; many channels per group: one dense (block-diagonal) convolution."""
-    x, w = jnp.zeros((1, 6, 6, cin)), jnp.zeros((3, 3, cin // groups, cout))
-    jaxpr = str(jax.make_jaxpr(lambda x, w: correlate(x, w, groups=groups))(x, w))  # nested jaxprs included
-    found = [int(g) for g in re.findall(r"conv_general_dilated\[[^\]]*?feature_group_count=(\d+)", jaxpr)]
-    assert found == ([] if feature_groups is None else [feature_groups])
 
 
 # ----------------------------------------------------------------------------------------------------------
