@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,112 +40,24 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
+from ops_tables import (  # noqa: E402
+    conv_tables,
+    crossover,
+    deformable_tables,
+    depthwise_tables,
+    fft_tables,
+    local_tables,
+    pool_tables,
+    separable_tables,
+)
+from timing import OtherLoad, Timer, forward_backward, load_average, matmul_gflops, normal, peak_bytes  # noqa: E402
+from torch_reference import torchvision_deform  # noqa: E402
 
 from cnn import ops  # noqa: E402
 
 SECTIONS = ("conv", "fft", "separable", "local", "deformable", "depthwise", "pool")
 # Sections whose numbers depend on the convolution flag: rerun in a subprocess without it.
 FLAG_SECTIONS = ("conv", "depthwise")
-
-
-class Timer:
-    """Median wall time of compiled functions, within a per-measurement time budget."""
-
-    def __init__(self, repeats: int, budget_s: float):
-        self.repeats, self.budget_s = repeats, budget_s
-
-    def __call__(self, fn: Callable, *args) -> float:
-        """Seconds per call of ``jax.jit(fn)(*args)``: compiled and warmed up first, then the median of runs."""
-        compiled = jax.jit(fn).lower(*args).compile()
-        return self.host(lambda *a: jax.block_until_ready(compiled(*a)), *args)
-
-    def host(self, fn: Callable, *args) -> float:
-        """Seconds per call of a function that finishes its work before returning, after one warm-up call."""
-        fn(*args)
-        times: list[float] = []
-        while len(times) < self.repeats and sum(times) < self.budget_s:
-            start = time.perf_counter()
-            fn(*args)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-
-def forward_backward(op: Callable) -> Callable:
-    """``(cotangent, *args) -> (op(*args), grads w.r.t. every arg)``: one training-style pass.
-
-    The output is returned too: for a linear op the gradients do not need it and XLA would drop the forward.
-    """
-
-    def run(cotangent, *args):
-        y, vjp = jax.vjp(op, *args)
-        return y, vjp(cotangent)
-
-    return run
-
-
-def peak_bytes(fn: Callable, *args) -> int:
-    """Temp + argument + output bytes of the compiled ``fn`` (XLA's buffer assignment; CPU reports no peak)."""
-    stats = jax.jit(fn).lower(*args).compile().memory_analysis()
-    return stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
-
-
-def normal(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> jax.Array:
-    return jnp.asarray(rng.standard_normal(shape, dtype=np.float32) * scale)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """A markdown table; floats printed with 3 significant digits (at least one decimal below 100)."""
-
-    def fmt(value) -> str:
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                return "-"
-            return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
-        return str(value)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def load_average() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-class OtherLoad:
-    """Share of the machine's cores used by *other* processes between ``start()`` and ``stop()``.
-
-    All-core busy time from ``/proc/stat`` minus this process's CPU time (threads and finished children
-    included): a section measured while something else ran shows it here (the load average lags by minutes).
-    """
-
-    def __init__(self):
-        self.start()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-        own = os.times()
-        return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system
-
-    def start(self) -> None:
-        self.begin = self._sample()
-
-    def stop(self) -> float:
-        (t0, busy0, own0), (t1, busy1, own1) = self.begin, self._sample()
-        return max(busy1 - busy0 - (own1 - own0), 0.0) / ((t1 - t0) * (os.cpu_count() or 1))
-
-
-def matmul_gflops(timer: Timer, n: int = 2048) -> dict[str, float]:
-    """float32 ``n x n @ n x n`` GFLOP/s in XLA and in numpy (its BLAS): the practical dense peak here."""
-    rng = np.random.default_rng(0)
-    a, b = normal(rng, n, n), normal(rng, n, n)
-    host_a, host_b = np.asarray(a), np.asarray(b)
-    return {
-        "xla": 2 * n**3 / timer(jnp.matmul, a, b) / 1e9,
-        "numpy": 2 * n**3 / timer.host(np.matmul, host_a, host_b) / 1e9,
-    }
 
 
 # ResNet-shaped layers: (name, spatial, in, out, kernel, stride); padding (k - 1) // 2 as in ResNet.
@@ -183,57 +94,6 @@ def bench_conv(timer: Timer, quick: bool) -> dict:
     return {"batch": batch, "matmul_gflops": matmul_gflops(timer), "layers": rows}
 
 
-def conv_tables(runs: dict[str, dict]) -> str:
-    """Throughput per convolution path, then the speedup of Eigen (the flag) over YNNPACK."""
-    rows = []
-    # The fraction is of the best float32 matmul measured in any of the runs (XLA's or numpy's BLAS).
-    peak = max(max(run["matmul_gflops"].values()) for run in runs.values())
-    for path, run in runs.items():
-        for r in run["layers"]:
-            rows.append([
-                r["layer"], r["shape"], path, r["gflop"], r["fwd_ms"], r["fwd_gflops"],
-                f"{100 * r['fwd_gflops'] / peak:.0f}%", r["fwd_bwd_ms"], r["fwd_bwd_gflops"],
-                f"{100 * r['fwd_bwd_gflops'] / peak:.0f}%",
-            ])
-    text = table(
-        ["layer", "x -> out ch.", "conv path", "GFLOP fwd", "fwd ms", "fwd GFLOP/s", "of matmul",
-         "fwd+bwd ms", "fwd+bwd GFLOP/s", "of matmul"],
-        rows,
-    )
-    peaks = "; ".join(
-        f"{path} process: XLA {run['matmul_gflops']['xla']:.0f}, numpy {run['matmul_gflops']['numpy']:.0f} GFLOP/s"
-        for path, run in runs.items()
-    )
-    text += (f"\n\nfloat32 2048x2048 @ 2048x2048 matmul in the same run ({peaks}); \"of matmul\" is the fraction "
-             f"of the best of these, {peak:.0f} GFLOP/s. fwd+bwd counts 3x the forward FLOPs.")
-    if len(runs) == 2:
-        eigen, ynn = runs["Eigen (flag)"]["layers"], runs["YNNPACK"]["layers"]
-        speed = [
-            [e["layer"], e["fwd_ms"], y["fwd_ms"], y["fwd_ms"] / e["fwd_ms"], e["fwd_bwd_ms"], y["fwd_bwd_ms"],
-             y["fwd_bwd_ms"] / e["fwd_bwd_ms"]]
-            for e, y in zip(eigen, ynn, strict=True)
-        ]
-        total = [sum(r[i] for r in speed) for i in (1, 2, 4, 5)]
-        speed.append(["**all layers**", total[0], total[1], total[1] / total[0], total[2], total[3],
-                      total[3] / total[2]])
-        text += "\n\n" + table(
-            ["layer", "Eigen fwd ms", "YNNPACK fwd ms", "flag speedup fwd", "Eigen fwd+bwd ms",
-             "YNNPACK fwd+bwd ms", "flag speedup fwd+bwd"],
-            speed,
-        )
-    return text
-
-
-def crossover(kernels: Sequence[int], fft_ms: Sequence[float], direct_ms: Sequence[float]) -> int | None:
-    """Smallest k from which the FFT is faster at every larger measured k (None if it never is at the end)."""
-    best = None
-    for k, f, d in reversed(list(zip(kernels, fft_ms, direct_ms, strict=True))):
-        if f >= d:
-            break
-        best = k
-    return best
-
-
 def bench_fft(timer: Timer, quick: bool) -> dict:
     """``fft_conv`` against ``correlate`` ("SAME", stride 1) as the kernel grows, 1D and 2D."""
     rng = np.random.default_rng(0)
@@ -268,30 +128,6 @@ def bench_fft(timer: Timer, quick: bool) -> dict:
             "crossover_fwd_bwd": crossover(kernels, series["fft_fwd_bwd"], series["direct_fwd_bwd"]),
         }
     return result
-
-
-def fft_tables(result: dict) -> str:
-    parts = []
-    for name in ("1D", "2D"):
-        r = result[name]
-        rows = [
-            [k, r["direct_fwd"][i], r["fft_fwd"][i], r["direct_fwd"][i] / r["fft_fwd"][i],
-             r["direct_fwd_bwd"][i], r["fft_fwd_bwd"][i], r["direct_fwd_bwd"][i] / r["fft_fwd_bwd"][i]]
-            for i, k in enumerate(r["kernels"])
-        ]
-        parts.append(
-            f"{name}, {r['shape']}, padding SAME:\n\n"
-            + table(["k", "correlate fwd ms", "fft_conv fwd ms", "FFT speedup", "correlate fwd+bwd ms",
-                     "fft_conv fwd+bwd ms", "FFT speedup"], rows)
-        )
-    lines = [
-        f"- **{name}: FFT wins from k = {result[name]['crossover_fwd']} (forward), "
-        f"k = {result[name]['crossover_fwd_bwd']} (forward+backward)**"
-        for name in ("1D", "2D")
-    ]
-    return "\n\n".join(parts) + "\n\nCrossover (smallest k from which `fft_conv` is faster at every larger k):\n\n" + (
-        "\n".join(lines)
-    )
 
 
 def bench_separable(timer: Timer, quick: bool) -> dict:
@@ -340,32 +176,6 @@ def bench_separable(timer: Timer, quick: bool) -> dict:
     return {"shape": f"{batch}x{size}x{size}x{channels}", "channels": channels, "rows": rows}
 
 
-def separable_tables(result: dict) -> str:
-    first = [
-        [r["k"], r["depthwise_fwd_ms"], r["separable_fwd_ms"], r["depthwise_fwd_ms"] / r["separable_fwd_ms"],
-         r["depthwise_fwd_bwd_ms"], r["separable_fwd_bwd_ms"], r["depthwise_fwd_bwd_ms"] / r["separable_fwd_bwd_ms"],
-         r["flop_ratio_separable"]]
-        for r in result["rows"]
-    ]
-    second = [
-        [r["k"], r["dense_fwd_ms"], r["dw_separable_fwd_ms"], r["dense_fwd_ms"] / r["dw_separable_fwd_ms"],
-         r["dense_fwd_bwd_ms"], r["dw_separable_fwd_bwd_ms"], r["dense_fwd_bwd_ms"] / r["dw_separable_fwd_bwd_ms"],
-         r["flop_ratio_dw_separable"]]
-        for r in result["rows"]
-    ]
-    c = result["channels"]
-    return (
-        f"`separable_conv` (two 1D passes) vs `correlate(groups={c})` with the outer-product kxk kernel, "
-        f"{result['shape']}, SAME:\n\n"
-        + table(["k", "depthwise kxk fwd ms", "separable fwd ms", "speedup", "depthwise fwd+bwd ms",
-                 "separable fwd+bwd ms", "speedup", "FLOP ratio"], first)
-        + f"\n\n`depthwise_separable` (kxk depthwise + {c}x{c} pointwise) vs dense `correlate` kxk "
-        f"{c}->{c}, {result['shape']}, SAME:\n\n"
-        + table(["k", "dense fwd ms", "dw-separable fwd ms", "speedup", "dense fwd+bwd ms",
-                 "dw-separable fwd+bwd ms", "speedup", "FLOP ratio"], second)
-    )
-
-
 def bench_local(timer: Timer, quick: bool) -> dict:
     """``locally_connected`` and ``tiled_conv`` against ``correlate``: time and compiled memory."""
     rng = np.random.default_rng(0)
@@ -390,54 +200,6 @@ def bench_local(timer: Timer, quick: bool) -> dict:
     return {"shape": f"{batch}x{size}x{size}x{cin}->{cout}, {k}x{k}, SAME", "rows": rows}
 
 
-def local_tables(result: dict) -> str:
-    base = result["rows"][0]
-    rows = [
-        [r["op"], f"{r['params']:,}", r["fwd_ms"], r["fwd_bwd_ms"], r["fwd_mb"], r["fwd_bwd_mb"],
-         r["fwd_bwd_mb"] / base["fwd_bwd_mb"]]
-        for r in result["rows"]
-    ]
-    return f"{result['shape']}; memory = temp + argument + output bytes of the compiled program:\n\n" + table(
-        ["op", "parameters", "fwd ms", "fwd+bwd ms", "fwd MiB", "fwd+bwd MiB", "fwd+bwd memory vs shared"], rows
-    )
-
-
-def _torch_deform(x, w, offsets, mask, threads: int, timer: Timer) -> dict | None:
-    """torchvision ``deform_conv2d`` on the same data (NCHW, offsets (dy, dx) per tap), or None without torch."""
-    try:
-        import torch
-        import torchvision
-        from torchvision.ops import deform_conv2d
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    batch, out_h, out_w = offsets.shape[:3]
-    tx = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous().requires_grad_()
-    tw = torch.tensor(np.asarray(w)).permute(3, 2, 0, 1).contiguous().requires_grad_()
-    # (batch, out_h, out_w, groups, kh, kw, 2) -> (batch, groups * kh * kw * 2, out_h, out_w).
-    to = torch.tensor(np.asarray(offsets)).reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2).contiguous()
-    tm = torch.tensor(np.asarray(mask)).reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2).contiguous()
-    to, tm = to.requires_grad_(), tm.requires_grad_()
-
-    def forward():
-        with torch.no_grad():
-            return deform_conv2d(tx, to, tw, padding=1, mask=tm)
-
-    def forward_backward():
-        for tensor in (tx, tw, to, tm):
-            tensor.grad = None  # as a training step does; accumulating into old gradients would add work
-        y = deform_conv2d(tx, to, tw, padding=1, mask=tm)
-        y.backward(torch.ones_like(y))
-        return y
-
-    y = forward().permute(0, 2, 3, 1).numpy()
-    return {
-        "version": f"torch {torch.__version__}, torchvision {torchvision.__version__}",
-        "threads": torch.get_num_threads(),
-        "fwd_ms": 1e3 * timer.host(forward), "fwd_bwd_ms": 1e3 * timer.host(forward_backward), "output": y,
-    }
-
-
 def bench_deformable(timer: Timer, quick: bool) -> dict:
     """``deformable_conv`` (v2, with mask) forward and forward+backward, beside torchvision when available."""
     rng = np.random.default_rng(0)
@@ -460,33 +222,12 @@ def bench_deformable(timer: Timer, quick: bool) -> dict:
         "correlate_fwd_ms": 1e3 * timer(conv, x, w),
         "correlate_fwd_bwd_ms": 1e3 * timer(forward_backward(conv), g, x, w),
     }
-    torch_result = _torch_deform(x, w, offsets, mask, threads=os.cpu_count() or 1, timer=timer)
+    torch_result = torchvision_deform(x, w, offsets, mask, threads=os.cpu_count() or 1, timer=timer)
     if torch_result is not None:
         reference = torch_result.pop("output")
         torch_result["max_abs_diff"] = float(np.abs(np.asarray(deform(x, w, offsets, mask)) - reference).max())
         result["torch"] = torch_result
     return result
-
-
-def deformable_tables(result: dict) -> str:
-    rows = [
-        ["`correlate` (same shape, no offsets)", result["correlate_fwd_ms"], result["correlate_fwd_bwd_ms"], "", ""],
-        ["`deformable_conv`", result["jax_fwd_ms"], result["jax_fwd_bwd_ms"], "", ""],
-    ]
-    torch_result = result.get("torch")
-    if torch_result:
-        rows.append([
-            f"torchvision `deform_conv2d` ({torch_result['threads']} threads)", torch_result["fwd_ms"],
-            torch_result["fwd_bwd_ms"], f"{torch_result['fwd_ms'] / result['jax_fwd_ms']:.2f}x",
-            f"{torch_result['fwd_bwd_ms'] / result['jax_fwd_bwd_ms']:.2f}x",
-        ])
-        note = (f"{torch_result['version']}; max |deformable_conv - deform_conv2d| = "
-                f"{torch_result['max_abs_diff']:.1e} on these inputs.")
-    else:
-        note = "torch is not importable here: no torchvision comparison (see the reproduce line above)."
-    return f"{result['shape']}:\n\n" + table(
-        ["op", "fwd ms", "fwd+bwd ms", "torchvision / ours fwd", "torchvision / ours fwd+bwd"], rows
-    ) + f"\n\n{note}"
 
 
 def bench_depthwise(timer: Timer, quick: bool) -> dict:
@@ -510,18 +251,6 @@ def bench_depthwise(timer: Timer, quick: bool) -> dict:
         "lax_fwd_ms": 1e3 * timer(raw, x, w),
         "lax_fwd_bwd_ms": 1e3 * timer(forward_backward(raw), g, x, w),
     }
-
-
-def depthwise_tables(runs: dict[str, dict]) -> str:
-    rows = []
-    for path, r in runs.items():
-        rows.append([path, r["lax_fwd_ms"], r["correlate_fwd_ms"], r["lax_fwd_ms"] / r["correlate_fwd_ms"],
-                     r["lax_fwd_bwd_ms"], r["correlate_fwd_bwd_ms"], r["lax_fwd_bwd_ms"] / r["correlate_fwd_bwd_ms"]])
-    shape = next(iter(runs.values()))["shape"]
-    return f"{shape}:\n\n" + table(
-        ["conv path", "lax fwd ms", "correlate fwd ms", "speedup", "lax fwd+bwd ms", "correlate fwd+bwd ms",
-         "speedup"], rows
-    )
 
 
 def bench_pool(timer: Timer, quick: bool) -> dict:
@@ -549,13 +278,6 @@ def bench_pool(timer: Timer, quick: bool) -> dict:
             "ref_fwd_bwd_ms": 1e3 * timer(forward_backward(reference), g, x),
         })
     return {"shape": f"{batch}x112x112x64, window 3, stride 2, padding 1", "rows": rows}
-
-
-def pool_tables(result: dict) -> str:
-    rows = [[r["pool"], r["fwd_ms"], r["ref_fwd_ms"], r["fwd_bwd_ms"], r["ref_fwd_bwd_ms"]] for r in result["rows"]]
-    return f"{result['shape']}:\n\n" + table(
-        ["pool", "cnn.ops fwd ms", "reduce_window fwd ms", "cnn.ops fwd+bwd ms", "reduce_window fwd+bwd ms"], rows
-    )
 
 
 BENCHES: dict[str, Callable[[Timer, bool], dict]] = {
