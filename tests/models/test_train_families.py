@@ -63,6 +63,7 @@ def narrow_vgg_config(tmp_path_factory) -> str:
         "def get_config(arg=None):\n"
         f"    config = load_config_file({str(ROOT / 'configs/cifar10_resnet.py:runlocal')!r})\n"
         f"    config.model = ml_collections.ConfigDict({NARROW_VGG!r})\n"
+        "    config.optimizer.learning_rate = 0.01  # VGG's own rate; without BatchNorm 0.1 diverges\n"
         "    return config\n"
     )
     return str(path)
