@@ -7,6 +7,7 @@ import json
 import os
 
 import ml_collections
+from ml_collections import config_dict
 
 from cnn.data import DATASETS
 from cnn.errors import ConfigError, UserError
@@ -25,19 +26,25 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
         "dataset": dataset_config(dataset),
         "model": {"name": model},  # every other key here is a field of the model
         "optimizer": {"name": "momentum", "learning_rate": 0.1, "momentum": 0.9, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
-                      "weight_decay": 5e-4, "grad_clip_norm": 0.0},
+                      "weight_decay": 5e-4, "grad_clip_norm": 0.0,
+                      "grad_accum_steps": 1},  # microbatches per step: the same update in 1/k of the activations
         "schedule": {"name": "cosine", "warmup_steps": 0, "warmup_epochs": 0.0, "end_factor": 0.0,
                      "boundaries": (0.5, 0.75),  # the "step" schedule, as fractions of training
                      "decay_factor": 0.1},
         "batch_size": 128,
         "eval_batch_size": 512,
         "label_smoothing": 0.0,
+        "dtype": "float32",  # compute dtype; parameters and BatchNorm statistics stay float32
         # Durations: set either *_steps or *_epochs.
         "num_steps": 0, "num_epochs": 10.0,
         "eval_every_steps": 0, "eval_every_epochs": 1.0,
         "checkpoint_every_steps": 0, "checkpoint_every_epochs": 1.0,
         "log_every_steps": 50,
         "checkpoint": {"max_to_keep": 2, "best_metric": "accuracy", "best_mode": "max"},
+        # Many hosts: jax.distributed.initialize() arguments (unset: single process, or JAX's own detection).
+        "distributed": {"coordinator_address": config_dict.placeholder(str),
+                        "num_processes": config_dict.placeholder(int),
+                        "process_id": config_dict.placeholder(int)},
     })
 
 
