@@ -19,6 +19,7 @@ import numpy as np
 
 from cnn.data.preprocess import BatchRandom, Op
 from cnn.data.sources import ArraySplit
+from cnn.data.streaming import StreamingSplit
 from cnn.errors import ConfigError
 
 
@@ -34,7 +35,7 @@ class TrainStream:
 
     def __init__(
         self,
-        split: ArraySplit,
+        split: ArraySplit | StreamingSplit,
         preprocess: Op,
         global_batch: int,
         seed: int,
@@ -57,7 +58,8 @@ class TrainStream:
     def batch(self, step: int) -> dict[str, np.ndarray]:
         idx = self.indices(step)
         rand = BatchRandom((self.seed, step), self.global_batch, self._local)
-        return {"image": self.preprocess(self.split.images[idx], rand), "label": self.split.labels[idx]}
+        images, labels = self.split.gather(idx)
+        return {"image": self.preprocess(images, rand), "label": labels}
 
     def iterate(self, start_step: int, end_step: int, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches for steps ``start_step .. end_step - 1``, prepared ``prefetch`` ahead on a background thread."""
@@ -89,16 +91,20 @@ class TrainStream:
 
 
 def eval_batches(
-    split: ArraySplit, preprocess: Op, global_batch: int, process_index: int = 0, process_count: int = 1
+    split: ArraySplit | StreamingSplit,
+    preprocess: Op,
+    global_batch: int,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
     """The whole split in order; the last global batch is padded and ``mask`` marks the real examples."""
     local = local_slice(global_batch, process_index, process_count)
     for start in range(0, len(split), global_batch):
         idx = np.arange(start, start + global_batch)
         real = idx < len(split)
-        idx = np.where(real, idx, 0)[local]
+        images, labels = split.gather(np.where(real, idx, 0)[local])
         yield {
-            "image": preprocess(split.images[idx], BatchRandom((0, start), global_batch, local)),
-            "label": split.labels[idx],
+            "image": preprocess(images, BatchRandom((0, start), global_batch, local)),
+            "label": labels,
             "mask": real[local].astype(np.float32),
         }

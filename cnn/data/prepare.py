@@ -1,10 +1,11 @@
 """Build a TFDS dataset from local files, without network:
 
-    python -m cnn.data.prepare mnist --manual_dir=../shared/data/mnist [--data_dir=DIR]
+    python -m cnn.data.prepare mnist --manual_dir=../shared/data/mnist [--data_dir=DIR] [--streaming]
 
 The same happens on first use when a config sets ``dataset.manual_dir``. The files are checked against their
 sha256 where it is known; the dataset lands in ``--data_dir`` (default ``$TFDS_DATA_DIR`` or
-``~/tensorflow_datasets``), where every later run finds it.
+``~/tensorflow_datasets``), where every later run finds it. ``--streaming`` writes the ArrayRecord format, which
+streaming (``config.dataset.streaming=true``) reads by random access; ``imagenet2012`` is always written so.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manual_dir", help="folder holding the dataset's original files")
     parser.add_argument("--data_dir", help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--download", action="store_true", help="let TFDS download when no manual_dir is given")
+    parser.add_argument("--streaming", action="store_true", help="write ArrayRecord files, for streaming")
     args = parser.parse_args(argv)
-    source = TfdsSource(args.dataset, args.data_dir, args.manual_dir, args.download)
+    source = TfdsSource(args.dataset, args.data_dir, args.manual_dir, args.download,
+                        streaming=True if args.streaming else None)
     try:
         builder = source.prepare()
     except UserError as error:

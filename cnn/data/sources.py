@@ -1,14 +1,19 @@
 """Datasets by name: where the examples come from, their shape, classes and pixel statistics.
 
 ``config.dataset.name`` picks a source from ``DATASETS``; ``make_source(config.dataset)`` returns an object with a
-``spec`` and ``load(split) -> ArraySplit`` (the split in host memory; batching is done by :mod:`cnn.data.pipeline`).
+``spec`` and ``load(split)``: an :class:`ArraySplit` (the split in host memory) or, for a split larger than
+``MAX_IN_MEMORY_BYTES`` or when ``dataset.streaming`` is true, a :class:`cnn.data.streaming.StreamingSplit` that reads
+and decodes examples on demand. Both answer ``len(split)`` and ``split.gather(indices) -> (images, labels)``;
+batching is done by :mod:`cnn.data.pipeline`.
 
 * TFDS datasets (``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``) are prepared once in
   ``dataset.data_dir`` (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``) from ``dataset.manual_dir`` when
   given (no network needed), or by TFDS's download when ``dataset.download`` is true. Otherwise the error comes
-  at once (not after TFDS's minutes of retries) and names the files to fetch and where to put them.
-* ``image_folder``: ``dataset.path/<split>/<class>/*.png|jpg`` (one subfolder per class), resized to
-  ``dataset.image_size``.
+  at once (not after TFDS's minutes of retries) and names the files to fetch and where to put them. Streaming reads
+  the ArrayRecord format (random access): ``imagenet2012`` is prepared in it, and so is any dataset prepared with
+  ``dataset.streaming`` true.
+* ``image_folder``: ``dataset.path/<split>/<class>/*.png|jpg`` (one subfolder per class), each image fitted to
+  ``dataset.image_size`` (shorter side resized, centre crop; :func:`cnn.data.streaming.fit_image`).
 * ``numpy``: ``dataset.path`` is an ``.npz`` with ``<split>_images`` and ``<split>_labels`` arrays.
 """
 
@@ -23,6 +28,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from cnn.data.checksums import verify
+from cnn.data.streaming import StreamingSplit, fit_image
 from cnn.errors import ConfigError, UserError
 from cnn.registry import Registry
 
@@ -55,6 +61,9 @@ class ArraySplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.images[indices], self.labels[indices]
+
 
 @dataclasses.dataclass(frozen=True)
 class TfdsDataset:
@@ -65,6 +74,7 @@ class TfdsDataset:
     spec: DatasetSpec
     manual_files: dict[str, str | None]
     homepage: str
+    file_format: str = "tfrecord"  # "array_record" for random access (streaming)
 
 
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -100,15 +110,19 @@ TFDS_DATASETS = {
     "adrenal_mnist3d": TfdsDataset("adrenal_mnist3d/28", DatasetSpec(2, (28, 28, 28, 1), 255.0, (0.0158,), (0.1247,),
                                                                      ("train", "validation", "test")), {},
                                    "https://medmnist.com"),
-    # Too large for host memory: only tfds.testing.mock_data (dataset.mock_examples) fits this in-memory pipeline.
-    "imagenet2012": TfdsDataset("imagenet2012", DatasetSpec(1000, (224, 224, 3), 255.0, (0.485, 0.456, 0.406),
+    # Too large for host memory: streamed from ArrayRecord files, each image fitted to 256×256 as it is read.
+    "imagenet2012": TfdsDataset("imagenet2012", DatasetSpec(1000, (256, 256, 3), 255.0, (0.485, 0.456, 0.406),
                                                             (0.229, 0.224, 0.225), ("train", "validation")),
                                 {"ILSVRC2012_img_train.tar": None, "ILSVRC2012_img_val.tar": None},
-                                "https://image-net.org/download-images (manual download)"),
+                                "https://image-net.org/download-images (manual download)", "array_record"),
 }
 
-# Examples above which a split is not loaded into host memory.
+# Pixels (bytes) above which a split is streamed instead of loaded into host memory.
 MAX_IN_MEMORY_BYTES = 8 << 30
+
+
+def too_large_for_memory(examples: int, image_shape: Sequence[int]) -> bool:
+    return examples * int(np.prod(image_shape)) > MAX_IN_MEMORY_BYTES
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
@@ -117,11 +131,14 @@ def resolve_data_dir(data_dir: str | None) -> str:
 
 class TfdsSource:
     def __init__(self, name: str, data_dir: str | None = None, manual_dir: str | None = None, download: bool = False,
-                 mock_examples: int = 0):
+                 mock_examples: int = 0, streaming: bool | None = None, workers: int = 0):
         self.name, self.dataset = name, TFDS_DATASETS[name]
         self.spec = self.dataset.spec
         self.data_dir, self.manual_dir, self.download = resolve_data_dir(data_dir), manual_dir, download
         self.mock_examples = mock_examples  # > 0: random examples from tfds.testing.mock_data, for tests
+        self.streaming, self.workers = streaming, workers  # streaming None: only splits too large for memory
+        # None: whatever the prepared copy holds (TFRecord unless prepared for streaming).
+        self.file_format = "array_record" if streaming else None
 
     def builder(self):
         from cnn.platform import hide_accelerators_from_tensorflow
@@ -131,7 +148,16 @@ class TfdsSource:
 
         from cnn.data import builders, digits  # noqa: F401  (register our builders with TFDS)
 
-        return tfds.builder(self.dataset.tfds_name, data_dir=self.data_dir)
+        file_format = self.file_format or (None if self.dataset.file_format == "tfrecord" else self.dataset.file_format)
+        try:
+            return tfds.builder(self.dataset.tfds_name, data_dir=self.data_dir, file_format=file_format)
+        except ValueError as error:
+            if "File format is already set" not in str(error):
+                raise
+            raise UserError(
+                f"dataset {self.name!r}: streaming reads the ArrayRecord format, but {self.data_dir} holds "
+                f"{self.name} in another format; prepare it in another data_dir with python -m cnn.data.prepare "
+                f"{self.name} --streaming --data_dir=DIR (or set config.dataset.streaming=false)") from error
 
     def prepare(self):
         """Build the TFDS dataset if needed, from ``manual_dir`` when given; fail fast when that cannot work."""
@@ -175,9 +201,15 @@ class TfdsSource:
         import tensorflow_datasets as tfds
 
         examples = builder.info.splits[split].num_examples if builder.info.splits else self.mock_examples
-        if examples * int(np.prod(self.spec.image_shape)) > MAX_IN_MEMORY_BYTES and not self.mock_examples:
-            raise UserError(f"dataset {self.name!r} split {split!r} holds {examples:,} examples: too large for the "
-                            "in-memory input pipeline (a streaming source for it is not built yet)")
+        too_large = too_large_for_memory(examples, self.spec.image_shape)
+        if self.streaming or (self.streaming is None and too_large):
+            return self._stream(builder, split)
+        if too_large:
+            raise UserError(f"dataset {self.name!r} split {split!r} holds {examples:,} examples: too large for host "
+                            "memory; stream it with config.dataset.streaming=true (or leave it unset)")
+        if str(builder.info.file_format.value) == "array_record":  # no tf.data reader: read every record
+            stream = self._stream(builder, split)
+            return ArraySplit(*stream.gather(np.arange(len(stream))))
         dataset = builder.as_dataset(split=split, as_supervised=True)
         if None in builder.info.features[builder.info.supervised_keys[0]].shape:  # images of varying size
             size = self.spec.image_shape[:-1]
@@ -187,6 +219,22 @@ class TfdsSource:
         images = np.concatenate([images for images, _ in batches])
         labels = np.concatenate([labels for _, labels in batches]).astype(np.int32)
         return ArraySplit(images=images, labels=labels)
+
+    def _stream(self, builder, split: str) -> StreamingSplit:
+        try:
+            records = builder.as_data_source(split=split)
+        except (ValueError, NotImplementedError) as error:  # prepared as TFRecord: no random access
+            raise UserError(f"dataset {self.name!r} split {split!r} is streamed (config.dataset.streaming, or too "
+                            f"large for memory), but {self.data_dir} holds it as TFRecord, not ArrayRecord: prepare "
+                            f"it again with python -m cnn.data.prepare {self.name} --streaming") from error
+        image_key, label_key = builder.info.supervised_keys
+        shape = self.spec.image_shape
+
+        def read(index: int) -> tuple[np.ndarray, int]:
+            example = records[index]
+            return fit_image(example[image_key], shape), int(example[label_key])
+
+        return StreamingSplit(read, len(records), shape, self.workers)
 
 
 def check_split(name: str, split: str, splits: Sequence[str]) -> None:
@@ -228,51 +276,77 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 class ImageFolderSource:
-    """``path/<split>/<class>/<image>``: class names are the sorted subfolder names of the train split."""
+    """``path/<split>/<class>/<image>``: class names are the sorted subfolder names of the train split.
 
-    def __init__(self, path: str, image_size: Sequence[int], channels: int = 3):
+    A split is read into memory unless it is too large for it (or ``streaming`` is true): then each batch reads its
+    files. The normalization statistics come from the whole train split in memory, from ``STATS_SAMPLE`` of its
+    images (a fixed random sample) when streaming.
+    """
+
+    STATS_SAMPLE = 2048
+
+    def __init__(self, path: str, image_size: Sequence[int], channels: int = 3, streaming: bool | None = None,
+                 workers: int = 0):
         if not path or not os.path.isdir(os.path.join(path, "train")):
             raise UserError(f"dataset 'image_folder': config.dataset.path={path!r} must hold a train/ folder with "
                             "one subfolder per class")
-        self.path, self.image_size, self.channels = path, tuple(image_size), channels
+        if channels not in (1, 3):
+            raise ConfigError(f"config.dataset.channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+        self.path, self.channels, self.streaming, self.workers = path, channels, streaming, workers
+        self.image_shape = (*tuple(image_size), channels)
         self.classes = sorted(d for d in os.listdir(os.path.join(path, "train"))
                               if os.path.isdir(os.path.join(path, "train", d)))
         if not self.classes:
             raise UserError(f"{path}/train has no class subfolders")
         splits = tuple(s for s in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, s)))
-        mean, std = _channel_stats(self._read("train").images, 255.0)
-        self.spec = DatasetSpec(len(self.classes), (*self.image_size, channels), 255.0, mean, std, splits)
+        train = self._streaming_split("train")
+        sample = np.arange(len(train))
+        if self._streams(train):
+            sample = np.sort(np.random.default_rng(0).permutation(len(train))[: self.STATS_SAMPLE])
+        mean, std = _channel_stats(train.gather(sample)[0], 255.0)
+        self.spec = DatasetSpec(len(self.classes), self.image_shape, 255.0, mean, std, splits)
 
-    def _read(self, split: str) -> ArraySplit:
-        from PIL import Image
-
-        images, labels = [], []
+    def _files(self, split: str) -> list[tuple[str, int]]:
+        files = []
         for label, name in enumerate(self.classes):
             folder = os.path.join(self.path, split, name)
-            if not os.path.isdir(folder):
-                continue
-            for file in sorted(os.listdir(folder)):
-                if file.lower().endswith(IMAGE_SUFFIXES):
-                    with Image.open(os.path.join(folder, file)) as image:
-                        image = image.convert("RGB" if self.channels == 3 else "L")
-                        image = image.resize(self.image_size[::-1], Image.BILINEAR)
-                        images.append(np.asarray(image, np.uint8).reshape(*self.image_size, self.channels))
-                    labels.append(label)
-        if not images:
+            if os.path.isdir(folder):
+                files += [(os.path.join(folder, f), label) for f in sorted(os.listdir(folder))
+                          if f.lower().endswith(IMAGE_SUFFIXES)]
+        if not files:
             raise UserError(f"{self.path}/{split}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
-        return ArraySplit(np.stack(images), np.asarray(labels, np.int32))
+        return files
 
-    def load(self, split: str) -> ArraySplit:
+    def _streaming_split(self, split: str) -> StreamingSplit:
+        from PIL import Image
+
+        files = self._files(split)
+
+        def read(index: int) -> tuple[np.ndarray, int]:
+            file, label = files[index]
+            with Image.open(file) as image:
+                pixels = np.asarray(image.convert("RGB" if self.channels == 3 else "L"), np.uint8)
+            return fit_image(pixels, self.image_shape), label
+
+        return StreamingSplit(read, len(files), self.image_shape, self.workers)
+
+    def _streams(self, split: StreamingSplit) -> bool:
+        return self.streaming or (self.streaming is None and too_large_for_memory(len(split), self.image_shape))
+
+    def load(self, split: str) -> ArraySplit | StreamingSplit:
         check_split("image_folder", split, self.spec.splits)
-        return self._read(split)
+        stream = self._streaming_split(split)
+        return stream if self._streams(stream) else ArraySplit(*stream.gather(np.arange(len(stream))))
 
 
 for _name in TFDS_DATASETS:
     DATASETS.register(_name, lambda c, _name=_name: TfdsSource(_name, c.get("data_dir"), c.get("manual_dir"),
-                                                               bool(c.get("download")), c.get("mock_examples") or 0))
+                                                               bool(c.get("download")), c.get("mock_examples") or 0,
+                                                               c.get("streaming"), c.get("num_workers") or 0))
 DATASETS.register("numpy", lambda c: NumpySource(c.get("path")))
 DATASETS.register("image_folder", lambda c: ImageFolderSource(c.get("path"), c.get("image_size") or (32, 32),
-                                                              c.get("channels") or 3))
+                                                              c.get("channels") or 3, c.get("streaming"),
+                                                              c.get("num_workers") or 0))
 
 
 def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
@@ -283,6 +357,8 @@ def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
         "manual_dir": config_dict.placeholder(str),  # local files to build a TFDS dataset from, no network
         "download": False,  # let TFDS download when the dataset is not prepared and no manual_dir is given
         "mock_examples": 0,  # > 0: that many random examples from tfds.testing.mock_data (runlocal configs)
+        "streaming": config_dict.placeholder(bool),  # read examples on demand; unset: when a split exceeds 8 GiB
+        "num_workers": 0,  # threads decoding a streamed batch (0: one per core, at most 32)
         "path": config_dict.placeholder(str),  # image_folder and numpy sources
         "image_size": (32, 32),  # image_folder: every image is resized to this
         "channels": 3,  # image_folder: 3 (RGB) or 1 (grayscale)
