@@ -1,20 +1,21 @@
 """Convolution ablation: one model trained with each kind of ``cnn.layers.CONV_TYPES`` swapped in, through the real
 harness, then a markdown table of test accuracy, parameters, MACs and step time per kind.
 
-    python benchmarks/ablation_conv.py                                   # every kind, configs/ablation_conv.py
+    python benchmarks/ablation_conv.py --seeds 0,1,2                     # every kind, configs/ablation_conv.py
     python benchmarks/ablation_conv.py --kinds standard,fft --workdir runs/ablation_conv --num-steps 100
 
-Each kind trains with ``cnn.train.loop.train_and_evaluate`` in its own workdir (``<workdir>/<kind>``); rerunning
-resumes, so a kind whose run is finished is only evaluated again. Parameters and MACs (``cnn.tools.macs``: the
-multiply-accumulates of convolutions and dense layers in the jaxpr, for one image) come from the model the config
-builds; the step time is the median over the logging intervals of ``metrics.jsonl`` (the first interval holds the
-compilation and weighs nothing in the median), data waiting included.
+Each (kind, seed) trains with ``cnn.train.loop.train_and_evaluate`` in its own workdir (``<workdir>/<kind>/seed<s>``);
+rerunning resumes, so a finished run is only evaluated again. The table gives the mean and standard deviation of the
+test accuracy over the seeds (a difference between kinds smaller than the spread across seeds is noise).
+Parameters and MACs (``cnn.tools.macs``: the multiply-accumulates of convolutions and dense layers in the jaxpr,
+for one image) come from the model the config builds. The step time is measured apart from training, when the
+table is made: the median of ``TIMED_STEPS`` compiled train steps on one batch (data loading excluded), so that a
+rerun on an idle machine re-times the kinds without retraining them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,58 +28,90 @@ from cnn.platform import configure_xla_cpu  # noqa: E402
 
 configure_xla_cpu()  # before JAX starts
 
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
 from cnn.data import make_source  # noqa: E402
 from cnn.layers import CONV_TYPES  # noqa: E402
 from cnn.models import create  # noqa: E402
 from cnn.tools.macs import count_macs, count_params  # noqa: E402
 from cnn.train.config import load_config_file, model_overrides  # noqa: E402
+from cnn.train.experiment import Experiment  # noqa: E402
 from cnn.train.loop import train_and_evaluate  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "ablation_conv.py")
 KINDS = ["standard", *(kind for kind in CONV_TYPES.names() if kind != "standard")]  # the baseline first
+TIMED_STEPS = 10
 
 
-def median_step_ms(metrics_path: str) -> float:
-    """Median milliseconds per training step over the logged intervals of a run."""
-    with open(metrics_path) as f:
-        records = [json.loads(line) for line in f]
-    rates = [r["steps_per_second"] for r in records if r.get("split") == "train" and "steps_per_second" in r]
-    return 1e3 / statistics.median(rates)
-
-
-def run_kind(config_path: str, kind: str, workdir: str, num_steps: int | None) -> dict:
+def kind_config(config_path: str, kind: str, seed: int, num_steps: int | None):
     config = load_config_file(config_path)
-    config.model.conv = kind
+    config.model.conv, config.seed = kind, seed
     if num_steps:
         config.num_steps = config.eval_every_steps = config.checkpoint_every_steps = num_steps
-    started = time.perf_counter()
-    metrics = train_and_evaluate(config, workdir)
-    wall = time.perf_counter() - started
+    return config
+
+
+def step_ms(config) -> float:
+    """Median milliseconds of one compiled train step on a fixed batch (after a compiling warm-up step)."""
+    spec = make_source(config.dataset).spec
+    exp = Experiment(config, spec, steps_per_epoch=1)
+    state, key = exp.init_state(), jax.random.PRNGKey(0)
+    batch = exp.to_device({"image": np.zeros((config.batch_size, *exp.input_shape[1:]), np.float32),
+                           "label": np.zeros(config.batch_size, np.int32)})
+    times = []
+    for _ in range(TIMED_STEPS + 1):
+        started = time.perf_counter()
+        state, metrics = exp.train_step(state, batch, key)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(times[1:])
+
+
+def run_kind(config_path: str, kind: str, seeds: list[int], workdir: str, num_steps: int | None) -> dict:
+    accuracies, walls = [], []
+    for seed in seeds:
+        config = kind_config(config_path, kind, seed, num_steps)
+        started = time.perf_counter()
+        accuracies.append(train_and_evaluate(config, os.path.join(workdir, f"seed{seed}"))["accuracy"])
+        walls.append(time.perf_counter() - started)
     spec = make_source(config.dataset).spec
     model = create(config.model.name, num_classes=spec.num_classes, **model_overrides(config))
     shape = (1, *spec.image_shape)
     return {
         "kind": kind,
-        "accuracy": metrics["accuracy"],
+        "accuracies": accuracies,
         "params": count_params(model, shape),
         "macs": count_macs(model, shape),
-        "step_ms": median_step_ms(os.path.join(workdir, "metrics.jsonl")),
-        "wall_s": wall,
-        "steps": config.num_steps,
+        "step_ms": step_ms(config),
+        "wall_s": statistics.mean(walls),
         "batch_size": config.batch_size,
     }
 
 
 def markdown_table(rows: list[dict]) -> str:
+    seeds = len(rows[0]["accuracies"])
     lines = [
-        "| conv | test accuracy | parameters | MACs / image | step time (batch {}) | run wall time |".format(
-            rows[0]["batch_size"]),
+        f"| conv | test accuracy ({seeds} seed{'s' if seeds > 1 else ''}: mean ± sd) | parameters | MACs / image | "
+        f"step time (batch {rows[0]['batch_size']}) | wall time per run |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['kind']} | {100 * r['accuracy']:.2f}% | {r['params']:,} | {r['macs'] / 1e6:.2f} M | "
+        accuracy = 100 * np.asarray(r["accuracies"])
+        spread = f" ± {accuracy.std(ddof=1):.2f}" if len(accuracy) > 1 else ""
+        lines.append(f"| {r['kind']} | {accuracy.mean():.2f}%{spread} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | "
                      f"{r['step_ms']:.0f} ms | {r['wall_s']:.0f} s |")
     return "\n".join(lines)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds must list distinct integers, got {text!r}")
+    return seeds
 
 
 def parse_kinds(text: str) -> list[str]:
@@ -94,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="config file (path[:variant])")
     parser.add_argument("--kinds", type=parse_kinds, default=KINDS,
                         help="comma-separated conv types (default: all)")
+    parser.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds (default: 0)")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "ablation_conv"))
     parser.add_argument("--num-steps", type=int, default=None, help="override the config's training steps")
     args = parser.parse_args(argv)
@@ -102,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for kind in args.kinds:
-        rows.append(run_kind(args.config, kind, os.path.join(args.workdir, kind), args.num_steps))
-        print(f"{kind}: accuracy {rows[-1]['accuracy']:.4f}, {rows[-1]['step_ms']:.0f} ms/step", file=sys.stderr)
+        rows.append(run_kind(args.config, kind, args.seeds, os.path.join(args.workdir, kind), args.num_steps))
+        print(f"{kind}: accuracies {rows[-1]['accuracies']}, {rows[-1]['step_ms']:.0f} ms/step", file=sys.stderr)
     table = markdown_table(rows)
     with open(os.path.join(args.workdir, "ablation_conv.md"), "w") as f:
         f.write(table + "\n")
