@@ -7,7 +7,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from cnn.ops._args import as_tuple
+from cnn.ops.args import as_tuple
 
 Initializer = Callable[..., jax.Array]
 

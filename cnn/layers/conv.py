@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from cnn import ops
 from cnn.errors import ConfigError
 from cnn.layers._common import Initializer, check_positive_int, geometry, promoted_params
-from cnn.ops._args import IntOrSeq, Padding, as_tuple, check_input, pad_boundary, resolve_padding
+from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, pad_boundary, resolve_padding
 
 # He et al. 2015 for ReLU networks: variance 2 / fan_in, fan_in = prod(kernel_size) · in_channels / groups.
 # torchvision's ResNet uses fan_out instead: nn.initializers.variance_scaling(2.0, "fan_out", "normal").
@@ -46,7 +46,7 @@ class Conv(nn.Module):
       kernel_size: an int (the same on every spatial axis of the input; ``nn.Conv`` reads an int as a 1D kernel)
         or one int per spatial axis.
       strides, kernel_dilation: an int or one per spatial axis.
-      padding: ``"VALID" | "SAME" | "FULL" | int | [(low, high), ...]`` (``cnn.ops._args``).
+      padding: ``"VALID" | "SAME" | "FULL" | int | [(low, high), ...]`` (``cnn.ops.args``).
       feature_group_count: groups ``G``; the kernel is ``(*kernel_size, in_channels // G, features)``.
       kernel_init: He normal over fan_in by default (``DEFAULT_KERNEL_INIT``); a field so models choose theirs.
       boundary: the values outside the input: ``"zeros" | "reflect" | "replicate" | "circular"``.

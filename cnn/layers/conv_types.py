@@ -35,7 +35,7 @@ from cnn.layers.conv import DEFAULT_KERNEL_INIT, Conv, Initializer
 from cnn.layers.deformable import DeformableConv
 from cnn.layers.local import LocallyConnected, TiledConv
 from cnn.layers.separable import SeparableConv
-from cnn.ops._args import IntOrSeq, Padding, as_tuple, effective_kernel_size, resolve_padding
+from cnn.ops.args import IntOrSeq, Padding, as_tuple, effective_kernel_size, resolve_padding
 from cnn.registry import Registry
 
 ModuleDef = Callable[..., nn.Module]
@@ -113,7 +113,7 @@ def conv_module(kind: str) -> ModuleDef:
     feature_group_count=1, use_bias=True, kernel_init=..., bias_init=..., dtype=None, name=None)`` returns a module
     applied as ``module(x)`` to ``(batch, *spatial, channels)``, whose output has the shape ``nn.Conv``'s would
     have for the same arguments. As in ``nn.Conv``, an int ``kernel_size`` is a 1D kernel. ``padding``: the forms
-    of ``cnn.ops._args`` (``"VALID" | "SAME" | "FULL" | int | [(low, high), ...]``).
+    of ``cnn.ops.args`` (``"VALID" | "SAME" | "FULL" | int | [(low, high), ...]``).
 
     Raises:
       ConfigError: unknown ``kind`` (naming the known ones).

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from cnn import ops
 from cnn.layers._common import Initializer, check_positive_int, geometry, promoted_params
 from cnn.layers.conv import DEFAULT_KERNEL_INIT
-from cnn.ops._args import IntOrSeq, Padding, as_tuple, output_size, resolve_padding
+from cnn.ops.args import IntOrSeq, Padding, as_tuple, output_size, resolve_padding
 
 
 def stacked_init(init: Initializer, lead: tuple[int, ...]) -> Initializer:

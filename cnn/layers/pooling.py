@@ -11,7 +11,7 @@ For window ``w``, stride ``s`` (default ``w``) and padded input ``xp``, output u
     ChannelPool   y[..., j] = max | mean_{t < g} x[..., j·g + t]   (maxout)
     GlobalPool    y[n, c] = mean | max_i x[n, i, c]
 
-``window``, ``strides``: an int (every spatial axis) or one per axis; ``padding`` any form of ``cnn.ops._args``.
+``window``, ``strides``: an int (every spatial axis) or one per axis; ``padding`` any form of ``cnn.ops.args``.
 Only ``WeightedPool(learned=True)`` has parameters.
 """
 
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn import ops
-from cnn.ops._args import IntOrSeq, Padding, as_tuple
+from cnn.ops.args import IntOrSeq, Padding, as_tuple
 
 
 class MaxPool(nn.Module):

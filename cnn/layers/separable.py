@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from cnn import ops
 from cnn.layers._common import Initializer, check_positive_int, promoted_params
 from cnn.layers.conv import DEFAULT_KERNEL_INIT
-from cnn.ops._args import IntOrSeq, Padding, as_tuple
+from cnn.ops.args import IntOrSeq, Padding, as_tuple
 
 
 class SeparableConv(nn.Module):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnn.ops._args import output_size
+from cnn.ops.args import output_size
 
 # XLA:CPU's grouped convolution (feature_group_count > 1) is slow, its kernel gradient catastrophically so.
 # Measured on 8x32x32x256 inputs, 3x3 kernels; ms for forward / input gradient / kernel gradient:

@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn.ops._args import (
+from cnn.ops._lowering import _conv
+from cnn.ops.args import (
     BOUNDARY_MODES,
     IntOrSeq,
     Padding,
@@ -47,7 +48,6 @@ from cnn.ops._args import (
     pad_boundary,
     resolve_padding,
 )
-from cnn.ops._lowering import _conv
 
 
 def _as_arrays(x, kernel) -> tuple[jax.Array, jax.Array]:
@@ -83,7 +83,7 @@ def correlate(
       x: ``(batch, *spatial, in_channels)``.
       kernel: ``(*kernel_spatial, in_channels // groups, out_channels)``.
       stride: ``s``, an int or one per spatial axis.
-      padding: ``"VALID" | "SAME" | "FULL" | int | [(low, high), ...]`` (see ``cnn.ops._args``).
+      padding: ``"VALID" | "SAME" | "FULL" | int | [(low, high), ...]`` (see ``cnn.ops.args``).
       dilation: ``d``, the spacing between kernel taps, an int or one per spatial axis.
       groups: ``G``; ``groups == in_channels`` is a depthwise convolution (``out = m · in`` gives a channel
         multiplier ``m``).

@@ -30,7 +30,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cnn.ops._args import IntOrSeq, Padding, as_tuple, check_input, check_kernel, output_size, resolve_padding
+from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, check_kernel, output_size, resolve_padding
 
 
 def _corner_sum(weights, samples):
@@ -113,7 +113,7 @@ def deformable_conv(
       kernel: ``(kh, kw, in_channels, out_channels)``.
       offsets: ``(batch, out_h, out_w, offset_groups, kh, kw, 2)``, (dy, dx) in input pixels.
       mask: ``(batch, out_h, out_w, offset_groups, kh, kw)`` modulation (v2), or None (v1).
-      stride, padding, dilation: as for every operator (see ``cnn.ops._args``), 2D.
+      stride, padding, dilation: as for every operator (see ``cnn.ops.args``), 2D.
       offset_groups: number of contiguous channel groups with their own offsets; divides in_channels.
 
     Returns:

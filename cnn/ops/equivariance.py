@@ -19,7 +19,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from cnn.ops._args import IntOrSeq, check_input
+from cnn.ops.args import IntOrSeq, check_input
 
 __all__ = ["equivariance_error", "rescale", "rotate90", "shift"]
 

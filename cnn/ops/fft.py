@@ -18,7 +18,7 @@ correlation at any transform length L >= N never wraps on the outputs we keep: p
 suffices (not N + k - 1, which the *full* linear convolution would need). L is then rounded up to the next
 5-smooth size 2^a 3^b 5^c, for which FFTs are fast.
 
-Every padding form is handled by zero-padding the input first (``_args.resolve_padding``) and keeping the
+Every padding form is handled by zero-padding the input first (``args.resolve_padding``) and keeping the
 valid part. Only stride 1, dilation 1 and groups 1 are covered: a strided output would compute the full
 output and subsample it, which the direct convolution does better.
 """
@@ -30,7 +30,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from cnn.ops._args import Padding, check_kernel, output_size, pad_boundary, resolve_padding
+from cnn.ops.args import Padding, check_kernel, output_size, pad_boundary, resolve_padding
 
 
 def _next_fast_len(n: int) -> int:

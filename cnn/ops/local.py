@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn.ops._args import IntOrSeq, Padding, as_tuple, check_input, output_size, resolve_padding
+from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, output_size, resolve_padding
 
 _DIMENSION_NUMBERS = {
     1: ("NWC", "WIO", "NWC"),
@@ -164,7 +164,7 @@ def locally_connected(
       x: ``(batch, *spatial, in_channels)`` with 1, 2 or 3 spatial axes.
       kernel: ``(*out_spatial, *kernel_spatial, in_channels, out_channels)``, one kernel per output
         position; ``out_spatial`` must equal the output size implied by stride, padding and dilation.
-      stride, padding, dilation: as for every operator (see ``cnn.ops._args``).
+      stride, padding, dilation: as for every operator (see ``cnn.ops.args``).
 
     Returns:
       ``(batch, *out_spatial, out_channels)``.
@@ -189,7 +189,7 @@ def tiled_conv(
       x: ``(batch, *spatial, in_channels)`` with 1, 2 or 3 spatial axes.
       kernel: ``(*tile, *kernel_spatial, in_channels, out_channels)``; output position p uses kernel
         ``p mod tile``. A tile larger than the output on some axis uses only its first ``out`` kernels there.
-      stride, padding, dilation: as for every operator (see ``cnn.ops._args``).
+      stride, padding, dilation: as for every operator (see ``cnn.ops.args``).
 
     Returns:
       ``(batch, *out_spatial, out_channels)``.

@@ -20,7 +20,7 @@ learn invariance to transformations other than translation) and global pooling (
 
 Every window op takes ``(x, window, *, stride=None, padding="VALID")``: ``window`` is an int (the same on
 every axis; the spatial rank is then ``x.ndim - 2``) or one int per spatial axis, ``stride`` defaults to
-``window`` (non-overlapping pooling) and ``padding`` takes every form of ``cnn.ops._args.resolve_padding``.
+``window`` (non-overlapping pooling) and ``padding`` takes every form of ``cnn.ops.args.resolve_padding``.
 Every window must overlap the real input in at least one element (as torch requires): padding so wide
 that a window lies entirely in the padding is a ValueError.
 """
@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn.ops._args import IntOrSeq, Padding, as_tuple, check_input, output_size, resolve_padding
+from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, output_size, resolve_padding
 
 __all__ = [
     "adaptive_pool",

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnn.ops._args import (
+from cnn.ops.args import (
     IntOrSeq,
     Padding,
     as_tuple,

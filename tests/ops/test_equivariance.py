@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn.ops._args import pad_boundary
+from cnn.ops.args import pad_boundary
 from cnn.ops.conv import correlate
 from cnn.ops.equivariance import equivariance_error, rescale, rotate90, shift
 from cnn.ops.pooling import avg_pool, max_pool
