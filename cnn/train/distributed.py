@@ -20,8 +20,13 @@ When ``jax.distributed.initialize`` is called (jax 0.10.2, ``jax/_src/distribute
   error, since JAX would have no process count or id.
 
 Kubernetes Jobs and ``mpi4py`` detection (which need extra packages) are left to the config keys.
-On CPU the processes exchange gradients through gloo (``jax_cpu_collectives_implementation``), so a laptop can
-run two processes on loopback.
+
+Joining waits at most ``config.distributed.initialization_timeout`` seconds (300, JAX's default); past that the
+process exits with one ``error:`` line that names the coordinator's address (jaxlib's runtime would abort with a
+C++ stack trace). On CPU the processes reduce through gloo (``jax_cpu_collectives_implementation``, already the
+default in jax 0.10.2; set if unset), so a laptop can run two processes on loopback. Process 0 alone writes logs,
+metrics and summaries (:func:`is_primary`); checkpoints are written by all processes together through orbax, into
+a directory they must all see (:func:`check_shared_directory`).
 """
 
 from __future__ import annotations
@@ -118,8 +123,10 @@ def initialize(settings: Mapping[str, Any]) -> bool:
                 initialization_timeout=int(timeout) + JAX_TIMEOUT_GRACE,
             )
         except (RuntimeError, ValueError) as error:  # e.g. a port taken, or what a cluster left unset
+            hint = " (process 0 serves the coordinator: is its port free on this host?)" if (
+                settings.get("process_id") == 0) else ""
             raise UserError(f"{_who(settings)} could not start jax.distributed ({_where(address, cluster)}): "
-                            f"{_first_line(error)}") from None
+                            f"{_first_line(error)}{hint}") from None
     return True
 
 

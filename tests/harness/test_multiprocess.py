@@ -24,7 +24,7 @@ import pytest
 
 from cnn.errors import ConfigError
 from cnn.train import distributed
-from tests.harness.conftest import ROOT, cli_env, restore_params, run_cli, train_args
+from tests.harness.conftest import ROOT, cli_env, restore_params, train_args
 
 # Without warm-up and at a higher learning rate, 12 steps move test accuracy well off chance (23% here), so the
 # eval comparisons below are not between two constant predictors.
@@ -43,13 +43,13 @@ def process_flags(port: int, count: int, index: int, prefix: str = "--config.dis
             f"{prefix}process_id={index}"]
 
 
-def run_together(commands: list[list[str]], env: dict[str, str], logs: Path,
+def run_together(commands: list[tuple[list[str], dict[str, str]]], logs: Path,
                  timeout: float = 300) -> list[subprocess.CompletedProcess]:
-    """Start every command at once (outputs to files: no pipe can fill up) and wait for all; once one fails, the
-    others get 30 s to fail with it before they are killed (a peer that died leaves them waiting)."""
+    """Start every ``(arguments, environment)`` at once (outputs to files: no pipe can fill up) and wait for all;
+    once one fails, the others get 30 s to fail with it before they are killed (a dead peer leaves them waiting)."""
     logs.mkdir(parents=True, exist_ok=True)
     processes = []
-    for index, command in enumerate(commands):
+    for index, (command, env) in enumerate(commands):
         with open(logs / f"{index}.out", "w") as out, open(logs / f"{index}.err", "w") as err:
             processes.append(subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=out, stderr=err))
     deadline = time.monotonic() + timeout
@@ -63,15 +63,14 @@ def run_together(commands: list[list[str]], env: dict[str, str], logs: Path,
             p.wait()
     return [subprocess.CompletedProcess(command, p.returncode, (logs / f"{i}.out").read_text(),
                                         (logs / f"{i}.err").read_text())
-            for i, (command, p) in enumerate(zip(commands, processes, strict=True))]
+            for i, ((command, _), p) in enumerate(zip(commands, processes, strict=True))]
 
 
-def train_two_processes(workdir: Path, tfds_dir: str, logs: Path, *overrides: str,
-                        workdirs: tuple[Path, Path] | None = None) -> list[subprocess.CompletedProcess]:
-    port = free_port()
-    commands = [["train.py", *train_args(target, *LEARN, *overrides, *process_flags(port, 2, index))]
-                for index, target in enumerate(workdirs or (workdir, workdir))]
-    return run_together(commands, cli_env(tfds_dir, XLA_FLAGS=TWO_DEVICES), logs)
+def two_processes(tfds_dir: str, workdirs: tuple[Path, Path]) -> list[tuple[list[str], dict[str, str]]]:
+    """The two train.py commands of one run on loopback, two fake CPU devices each."""
+    port, env = free_port(), cli_env(tfds_dir, XLA_FLAGS=TWO_DEVICES)
+    return [(["train.py", *train_args(workdir, *LEARN, *process_flags(port, 2, index))], env)
+            for index, workdir in enumerate(workdirs)]
 
 
 def assert_all_exit_zero(results: list[subprocess.CompletedProcess]) -> None:
@@ -86,13 +85,14 @@ def records(workdir: Path, split: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tfds_dir):
-    """The 12-step runlocal run on two processes x two devices, and on one process x four devices."""
+    """The 12-step runlocal run on two processes x two devices, and on one process x four devices (at the same
+    time: each fills the other's waits)."""
     root = tmp_path_factory.mktemp("multiprocess")
-    two = train_two_processes(root / "two", tfds_dir, root / "logs-two")
-    assert_all_exit_zero(two)
-    run_cli("train.py", *train_args(root / "four", *LEARN),
-            env=cli_env(tfds_dir, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
-    return {"root": root, "two": root / "two", "four": root / "four", "processes": two}
+    four = (["train.py", *train_args(root / "four", *LEARN)],
+            cli_env(tfds_dir, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+    results = run_together([*two_processes(tfds_dir, (root / "two", root / "two")), four], root / "logs")
+    assert_all_exit_zero(results)
+    return {"root": root, "two": root / "two", "four": root / "four", "processes": results[:2]}
 
 
 def test_two_processes_match_one_process_with_four_devices(runs):
@@ -142,7 +142,7 @@ def test_two_processes_resume_from_checkpoint(runs, tfds_dir):
     workdir = runs["root"] / "resumed"
     shutil.copytree(runs["two"], workdir)
     shutil.rmtree(workdir / "checkpoints" / "12")  # as if killed between the checkpoints at 8 and 12
-    results = train_two_processes(workdir, tfds_dir, runs["root"] / "logs-resumed")
+    results = run_together(two_processes(tfds_dir, (workdir, workdir)), runs["root"] / "logs-resumed")
     assert_all_exit_zero(results)
     assert "resumed from the checkpoint at step 8" in results[0].stderr
     assert "resumed" not in results[1].stderr
@@ -170,8 +170,7 @@ def test_unreachable_coordinator_is_one_line_error(tmp_path, train):
 
 @pytest.mark.slow
 def test_workdir_that_processes_do_not_share_is_an_error(tmp_path, tfds_dir):
-    results = train_two_processes(tmp_path / "a", tfds_dir, tmp_path / "logs",
-                                  workdirs=(tmp_path / "a", tmp_path / "b"))
+    results = run_together(two_processes(tfds_dir, (tmp_path / "a", tmp_path / "b")), tmp_path / "logs")
     for result in results:
         assert result.returncode == 2, result.stderr[-2000:]
         assert "must be one directory that every process sees (a shared file system): process(es) [1]" in \
@@ -183,8 +182,9 @@ def test_eval_on_two_processes(runs, tfds_dir, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(runs["two"], workdir)
     port = free_port()
-    results = run_together([["eval.py", f"--workdir={workdir}", *process_flags(port, 2, index, prefix="--")]
-                            for index in range(2)], cli_env(tfds_dir, XLA_FLAGS=TWO_DEVICES), tmp_path / "logs")
+    env = cli_env(tfds_dir, XLA_FLAGS=TWO_DEVICES)
+    results = run_together([(["eval.py", f"--workdir={workdir}", *process_flags(port, 2, index, prefix="--")], env)
+                            for index in range(2)], tmp_path / "logs")
     assert_all_exit_zero(results)
     trained = records(runs["two"], "eval")[-1]
     assert f"test accuracy: {trained['accuracy']:.4f} (step 12" in results[0].stdout
