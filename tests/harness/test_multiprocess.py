@@ -192,6 +192,24 @@ def test_eval_on_two_processes(runs, tfds_dir, tmp_path):
     assert json.loads((workdir / "eval_12.json").read_text())["accuracy"] == trained["accuracy"]
 
 
+@pytest.mark.slow
+def test_slurm_launch_is_detected(runs, tfds_dir):
+    """Two tasks of a SLURM step on this host (the variables srun sets), no config.distributed keys: JAX finds the
+    coordinator (the step's first node, port from JAX_COORDINATOR_PORT), count and id itself."""
+    workdir, port = runs["root"] / "slurm", free_port()
+    slurm = {"SLURM_JOB_ID": "42", "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
+             "SLURM_STEP_NUM_NODES": "1", "JAX_COORDINATOR_PORT": str(port)}
+    results = run_together([(["train.py", *train_args(workdir, *LEARN)],
+                             cli_env(tfds_dir, XLA_FLAGS=TWO_DEVICES, SLURM_PROCID=str(index),
+                                     SLURM_LOCALID=str(index), **slurm)) for index in range(2)],
+                           runs["root"] / "logs-slurm")
+    assert_all_exit_zero(results)
+    assert "on 4 cpu devices (2 process(es))" in results[0].stderr
+    for a, b in zip(records(workdir, "eval"), records(runs["four"], "eval"), strict=True):
+        assert a["accuracy"] == b["accuracy"]
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+
+
 # Settings, checked in this process: validate() raises before anything reaches JAX.
 GOOD = {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1, "initialization_timeout": 300}
 
