@@ -17,16 +17,28 @@ flags.DEFINE_string("workdir", None, "Workdir of a training run (holds config.js
 flags.DEFINE_integer("step", None, "Evaluate the checkpoint at this step (default: the latest).")
 flags.DEFINE_bool("all", False, "Evaluate every kept checkpoint.")
 flags.DEFINE_string("split", None, "Dataset split (default: the config's eval split).")
+flags.DEFINE_string("coordinator_address", None, "Several processes: host:port of process 0 (as "
+                    "config.distributed.coordinator_address of train.py; unset: one process or JAX's detection).")
+flags.DEFINE_integer("num_processes", None, "Several processes: how many.")
+flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0 .. num_processes - 1.")
+flags.DEFINE_integer("initialization_timeout", 300, "Several processes: seconds to wait for all of them to join.")
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from cnn.train.evaluate import evaluate_checkpoints, format_table
+    from cnn.train import distributed
 
     f = flags.FLAGS
+    # First, before anything starts a JAX backend. The run's config.json says how it was trained, not how many
+    # processes evaluate it: a checkpoint written by N processes restores on any number.
+    distributed.initialize({key: f[key].value for key in (*distributed.KEYS, "initialization_timeout")})
+    from cnn.train.evaluate import evaluate_checkpoints, format_table
+
     results = evaluate_checkpoints(f.workdir, step=f.step, all_steps=f.all, split=f.split)
+    if not distributed.is_primary():
+        return 0
     print(format_table(results))
     print(f"test accuracy: {results[-1]['accuracy']:.4f} (step {results[-1]['step']}, split {results[-1]['split']})")
     return 0

@@ -1,6 +1,7 @@
 """Train an experiment: ``python train.py --config=configs/default.py --workdir=runs/digits [--config.key=value]``.
 
-Rerunning the same command resumes from the newest checkpoint in ``--workdir``.
+Rerunning the same command resumes from the newest checkpoint in ``--workdir``. Several processes (hosts) run the
+same command with ``--config.distributed.*`` set, or under SLURM, Open MPI or a TPU slice (cnn/train/distributed.py).
 """
 
 from cnn.platform import configure_xla_cpu
@@ -22,10 +23,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from cnn.train import distributed
+
+    distributed.initialize(flags.FLAGS.config.distributed)  # first: before anything starts a JAX backend
     from cnn.train.loop import train_and_evaluate
 
     metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-    print(f"final eval: accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} ({metrics['count']} examples)")
+    if distributed.is_primary():
+        print(f"final eval: accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} "
+              f"({metrics['count']} examples)")
     return 0
 
 

@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 from cnn.errors import UserError
+from cnn.train.distributed import barrier, check_shared_directory, is_primary
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,10 @@ class Checkpoints:
         )
         self.directory = os.path.abspath(directory)
         self.read_only = read_only
+        if not read_only:
+            check_shared_directory(self.directory)
         self._set_aside_unreadable_metadata()
+        barrier("checkpoints-set-aside")  # every process opens the directory as process 0 left it
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
         )
@@ -113,9 +117,10 @@ class Checkpoints:
         """Rename an unreadable checkpoint (kept for inspection) so the step can be saved again."""
         source = os.path.join(self.directory, str(step))
         target = f"{source}.unreadable-{int(time.time())}"
-        if jax.process_index() == 0:
+        if is_primary():
             os.replace(source, target)
         if reload:
+            barrier(f"checkpoint-{step}-set-aside")
             self.manager.reload()
         return target
 

@@ -44,7 +44,8 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
         # Many hosts: jax.distributed.initialize() arguments (unset: single process, or JAX's own detection).
         "distributed": {"coordinator_address": config_dict.placeholder(str),
                         "num_processes": config_dict.placeholder(int),
-                        "process_id": config_dict.placeholder(int)},
+                        "process_id": config_dict.placeholder(int),
+                        "initialization_timeout": 300},  # seconds to wait for every process to join
     })
 
 

@@ -1,6 +1,7 @@
 """Evaluate the checkpoints of a run: rebuild the model from ``config.json``, restore, count exactly.
 
-Writes ``eval_<step>.json`` (metrics and confusion matrix) and ``confusion_<step>.png`` into the workdir.
+Writes ``eval_<step>.json`` (metrics and confusion matrix) and ``confusion_<step>.png`` into the workdir (process 0
+of a multi-process run; every process restores and evaluates its share).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 from cnn.data import make_source
 from cnn.errors import UserError
 from cnn.train.config import load_config
+from cnn.train.distributed import is_primary
 from cnn.train.experiment import Experiment
 from cnn.train.loop import open_checkpoints
 
@@ -47,10 +49,12 @@ def evaluate_checkpoints(
             state = checkpoints.restore(chosen, exp.abstract_state())
             metrics = exp.evaluate(state, data)
             result = {"step": chosen, "split": split, **metrics, "confusion": metrics["confusion"].tolist()}
-            with open(os.path.join(workdir, f"eval_{chosen}.json"), "w") as f:
-                json.dump(result, f, indent=1)
-            plot_confusion(metrics["confusion"], os.path.join(workdir, f"confusion_{chosen}.png"),
-                           title=f"{config.dataset.name} {split}, step {chosen}: accuracy {metrics['accuracy']:.4f}")
+            if is_primary():  # every process computed the same totals; one writes them
+                with open(os.path.join(workdir, f"eval_{chosen}.json"), "w") as f:
+                    json.dump(result, f, indent=1)
+                plot_confusion(metrics["confusion"], os.path.join(workdir, f"confusion_{chosen}.png"),
+                               title=f"{config.dataset.name} {split}, step {chosen}: "
+                                     f"accuracy {metrics['accuracy']:.4f}")
             results.append(result)
     finally:
         checkpoints.close()

@@ -21,6 +21,7 @@ from cnn.data import TrainStream, make_source
 from cnn.errors import NonFiniteLossError
 from cnn.train.checkpoint import Checkpoints
 from cnn.train.config import save_config, steps_of, validate
+from cnn.train.distributed import is_primary
 from cnn.train.experiment import Experiment
 from cnn.train.metrics import MetricWriter
 
@@ -55,10 +56,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          jax.process_count())
     eval_every = steps_of(config, "eval_every", exp.steps_per_epoch)
     checkpoint_every = steps_of(config, "checkpoint_every", exp.steps_per_epoch)
-    if jax.process_index() == 0:
+    primary = is_primary()  # the one process that writes config.json, logs, metrics and the progress bar
+    if primary:
         save_config(config, workdir)
-
-    if jax.process_index() == 0:
         devices = jax.devices()
         print(f"training on {len(devices)} {devices[0].platform} device{'s' if len(devices) > 1 else ''} "
               f"({jax.process_count()} process(es))", file=sys.stderr)
@@ -66,13 +66,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, start = checkpoints.restore_latest(exp.abstract_state())
     if state is None:
         state = exp.init_state()
-    elif jax.process_index() == 0:
+    elif primary:
         print(f"resumed from the checkpoint at step {start}", file=sys.stderr)
     writer = MetricWriter(workdir, resume_step=start)
     key = jax.device_put(jax.random.PRNGKey(config.seed), exp.replicated)
     final = None
     bar = tqdm(total=exp.total_steps, initial=start, desc="train", unit="step", mininterval=1.0,
-               disable=jax.process_index() != 0, file=sys.stderr, dynamic_ncols=True)
+               disable=not primary, file=sys.stderr, dynamic_ncols=True)
     try:
         pending: list[tuple[int, dict]] = []
         interval_start, wait_start = time.perf_counter(), stream.wait_seconds
@@ -98,7 +98,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 final = exp.evaluate(state, eval_split)
                 eval_metrics = {k: final[k] for k in ("accuracy", "loss")}
                 writer.write(done, "eval", eval_metrics)
-                bar.write(f"step {done}: eval accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f}")
+                if primary:  # tqdm.write prints even for a disabled bar
+                    bar.write(f"step {done}: eval accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f}")
             if save:
                 checkpoints.save(done, state, metrics=eval_metrics)
             interval_start, wait_start = time.perf_counter(), stream.wait_seconds
