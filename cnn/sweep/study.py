@@ -191,8 +191,11 @@ def _open_storage(url: str, heartbeat_seconds: int, grace_seconds: int,
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
                                           grace_period=grace_seconds, heartbeat_stale_trial_callback=on_stale)
     except Exception as error:  # a bad URL, a missing database driver, an unreachable server
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"--storage={url}: cannot open it ({type(error).__name__}: {message})") from error
+        cause = error
+        while cause.__cause__ or cause.__context__:  # Optuna's ImportError hides which driver is missing
+            cause = cause.__cause__ or cause.__context__
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise UserError(f"--storage={url}: cannot open it ({type(cause).__name__}: {message})") from error
 
 
 def _point_key(params: dict[str, Any]) -> str:
