@@ -11,7 +11,8 @@ process) with what the trial left behind:
   compilation and first steps included);
 - steps: the later intervals, at the steady step rate;
 - rest: everything else (model init, evaluations and their compilation, checkpoints, exit);
-- overhead: wall time minus the steps' time at the steady rate, as a share of the wall time.
+- overhead: wall time minus the steps' time at the steady rate, as a share of the wall time;
+- sweep's own: the sweep's wall time minus its trials' (sweep.py start-up, the database, the summaries).
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def main() -> None:
     print(f"`python benchmarks/sweep_overhead.py --steps {args.steps} --parallel {args.parallel}` "
           f"({os.cpu_count()} CPU cores; load average {load_average()}; other processes used {100 * other:.0f}% "
           "of the cores meanwhile). Per trial, means over the grid's trials, seconds:\n")
-    print(table(["steps", "trials", "sweep wall", "trial wall", "start-up", "first interval", "steps (s)", "rest",
-                 "ms/step", "overhead", "overhead share", "sweep's own"], rows))
+    print(table(["steps", "trials", "sweep wall", "trial wall", "start-up", "first interval", "steps (s)",
+                 "init, evals, checkpoints, exit", "ms/step", "overhead", "overhead share", "sweep's own (total)"],
+                rows))
 
 
 if __name__ == "__main__":
