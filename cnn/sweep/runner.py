@@ -65,6 +65,7 @@ class SweepRunner:
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
         self._claim_lock = threading.Lock()  # one ask at a time in this process (SQLite has no row locks)
+        self._mine: set[int] = set()  # numbers of the trials this process runs now
         self._processes: dict[int, subprocess.Popen] = {}
         self._processes_lock = threading.Lock()
         self._errors: list[BaseException] = []
@@ -106,19 +107,29 @@ class SweepRunner:
                 self.sweep_study.recover_stale()
                 progress = self.sweep_study.progress()
                 if progress.waiting or (not self.sweep.is_grid and progress.started < self.sweep.num_trials):
-                    return self.sweep_study.study.ask(self.sweep.distributions)
-                if not progress.running:
+                    trial = self.sweep_study.study.ask(self.sweep.distributions)
+                    self._mine.add(trial.number)
+                    return trial
+                elsewhere = {t.number for t in progress.running} - self._mine
+                if not elsewhere:  # what still runs, runs here: its worker finishes it
                     return None
-            elsewhere = {t.number for t in progress.running} - announced
-            if elsewhere:
-                print(f"sweep: waiting for trial(s) {sorted(elsewhere)}, RUNNING in another process; a dead "
-                      f"process's trials are queued again after {self.sweep_study.grace_seconds} s without "
+            if elsewhere - announced:
+                print(f"sweep: waiting for trial(s) {sorted(elsewhere - announced)}, RUNNING in another process; a "
+                      f"dead process's trials are queued again after {self.sweep_study.grace_seconds} s without "
                       "heartbeat", file=sys.stderr)
                 announced |= elsewhere
             self._stop.wait(self.sweep_study.heartbeat_seconds)
         return None
 
     def _run(self, trial: optuna.Trial) -> None:
+        try:
+            self._attempt(trial)
+        finally:
+            with self._claim_lock:
+                self._mine.discard(trial.number)
+        self.on_trial_end()
+
+    def _attempt(self, trial: optuna.Trial) -> None:
         trial_id = self.sweep_study.trial_id(trial.number)
         frozen = self.sweep_study.storage.get_trial(trial_id)
         origin = frozen.system_attrs.get(RETRY_OF, trial.number)
@@ -138,7 +149,6 @@ class SweepRunner:
                                 lambda process: self._track(trial.number, process))
             self._untrack(trial.number)
             self._tell(trial, outcome)
-        self.on_trial_end()
 
     def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
         study = self.sweep_study.study
