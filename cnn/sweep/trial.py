@@ -1,0 +1,135 @@
+"""One trial: a ``train.py`` run in its own workdir, its output in ``train.log``, its result read back from
+``metrics.jsonl``.
+
+The trial's workdir holds a lock file (``.lock``) locked by the sweep process and inherited by ``train.py``: a
+``train.py`` that outlives a killed sweep keeps it locked, so the retry of its trial waits for it to exit instead
+of writing the same checkpoints at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cnn.train.metrics import read_metrics
+
+TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
+LOG_FILE = "train.log"
+LOCK_FILE = ".lock"
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    eval_metrics: dict[str, float] | None  # the last eval record of metrics.jsonl when train.py succeeded
+    error: str | None
+    launched_at: float  # unix time
+    wall_seconds: float
+
+
+def override_flag(key: str, value: Any) -> str:
+    """``--config.key=value`` as train.py's config flags parse it back to ``value``."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = repr(value)  # the shortest string that reads back as the same float
+    else:
+        text = str(value)
+    return f"--config.{key}={text}"
+
+
+def train_command(config_spec: str, trial_dir: str, overrides: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    flags = [override_flag(key, value) for key, value in {**overrides, **params}.items()]
+    return [sys.executable, str(TRAIN_SCRIPT), f"--config={config_spec}", f"--workdir={trial_dir}", *flags]
+
+
+def trial_dir_name(number: int, params: dict[str, Any]) -> str:
+    """``0003_learning_rate=0.1_width=16``: the parameter set's number, then its values (readable, unique)."""
+    parts = [f"{key.rsplit('.', 1)[-1]}={_short(value)}" for key, value in params.items()]
+    name = re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join([f"{number:04d}", *parts]))
+    return name[:120]
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def run_trial(command: list[str], trial_dir: str, header: str, stop: threading.Event,
+              started: Callable[[subprocess.Popen], None]) -> Outcome:
+    """Run ``command`` in ``trial_dir`` (appending to its log) and read its result; ``started`` is told the process
+    so that it can be stopped."""
+    os.makedirs(trial_dir, exist_ok=True)
+    lock_fd = os.open(os.path.join(trial_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with open(os.path.join(trial_dir, LOG_FILE), "a") as log:
+            if not _lock(lock_fd, stop, log):
+                return Outcome(-signal.SIGTERM, None, "stopped while waiting for the trial's lock", time.time(), 0.0)
+            log.write(f"=== {datetime.now().isoformat(timespec='seconds')} {header}\n$ {' '.join(command)}\n")
+            log.flush()
+            start_offset = log.tell()
+            launched_at, start = time.time(), time.perf_counter()
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       pass_fds=(lock_fd,), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            started(process)
+            returncode = process.wait()
+            wall = time.perf_counter() - start
+    finally:
+        os.close(lock_fd)
+    if returncode != 0:
+        return Outcome(returncode, None, _error_of(trial_dir, start_offset, returncode), launched_at, wall)
+    records = [r for r in read_metrics(trial_dir) if r.get("split") == "eval"]
+    if not records:
+        return Outcome(returncode, None, "train.py exited 0 but wrote no eval record to metrics.jsonl", launched_at,
+                       wall)
+    final = {k: v for k, v in records[-1].items() if k != "split"}
+    return Outcome(returncode, final, None, launched_at, wall)
+
+
+def value_of(outcome: Outcome, metric: str) -> tuple[float | None, str | None]:
+    """The trial's value of ``metric``, or why it has none."""
+    if outcome.error is not None:
+        return None, outcome.error
+    value = outcome.eval_metrics.get(metric)
+    if value is None or not math.isfinite(value):
+        return None, f"final eval {metric} is {value}"
+    return value, None
+
+
+def _lock(fd: int, stop: threading.Event, log) -> bool:
+    """Take the trial's lock, waiting while a train.py left by a killed sweep holds it; False if stopped."""
+    waiting = False
+    while not stop.is_set():
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if not waiting:
+                log.write("=== waiting for the process that holds this trial's lock (a train.py of a killed sweep?)\n")
+                log.flush()
+                waiting = True
+            stop.wait(1.0)
+    return False
+
+
+def _error_of(trial_dir: str, offset: int, returncode: int) -> str:
+    """The ``error:`` line train.py printed in this attempt, else the exit status and the last line."""
+    with open(os.path.join(trial_dir, LOG_FILE), errors="replace") as f:
+        f.seek(offset)
+        lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    if errors:
+        return errors[-1].removeprefix("error: ")
+    status = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with status {returncode}"
+    return f"train.py {status}" + (f": {lines[-1]}" if lines else "")

@@ -1,0 +1,97 @@
+"""The study on SQLite, without training: grid queue, reopening, dead trials queued again, seeded samplers,
+summary order."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from cnn.errors import UserError
+from cnn.sweep.definition import parse_sweep
+from cnn.sweep.study import RETRY_OF, TRIAL_DIR, SweepStudy, default_storage
+from cnn.sweep.summary import summary_rows
+from cnn.train.config import load_config_file
+from tests.harness.conftest import ROOT
+
+GRID = {"metric": "accuracy", "direction": "maximize",
+        "grid": {"optimizer.learning_rate": [0.01, 0.1], "model.width": [4, 8]}}
+SPACE = {"metric": "loss", "direction": "minimize", "num_trials": 4, "sampler": "tpe",
+         "space": {"optimizer.learning_rate": ("log_uniform", 1e-3, 1.0), "model.width": ("int", 4, 64)}}
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config_file(f"{ROOT / 'configs' / 'default.py'}:runlocal")
+
+
+def open_study(workdir, raw: dict, config, num_trials: int | None = None) -> SweepStudy:
+    workdir.mkdir(parents=True, exist_ok=True)
+    sweep_study = SweepStudy(default_storage(str(workdir)), "test", parse_sweep(raw, config, num_trials),
+                             heartbeat_seconds=1)
+    sweep_study.create_or_join({"sweep": sweep_study.sweep.identity(), "overrides": {}})
+    return sweep_study
+
+
+def test_grid_is_queued_once_and_grows(tmp_path, config):
+    first = open_study(tmp_path, GRID, config, num_trials=2)
+    assert [t.state for t in first.study.get_trials()] == [TrialState.WAITING] * 2
+    open_study(tmp_path, GRID, config, num_trials=2)  # a rerun, or a second machine: nothing queued twice
+    grown = open_study(tmp_path, GRID, config)
+    params = [tuple(s.params.values()) for s in grown.parameter_sets()]
+    assert sorted(params) == [(0.01, 4), (0.01, 8), (0.1, 4), (0.1, 8)]
+    assert grown.progress().waiting == 4 and grown.progress().started == 0
+
+
+def test_another_sweep_in_the_same_study_is_refused(tmp_path, config):
+    open_study(tmp_path, GRID, config)
+    other = {**GRID, "grid": {"optimizer.learning_rate": [0.5], "model.width": [4]}}
+    with pytest.raises(UserError, match="holds another sweep"):
+        open_study(tmp_path, other, config)
+
+
+def test_trial_taken_by_a_process_that_died_before_its_first_heartbeat_is_queued_again(tmp_path, config):
+    sweep_study = open_study(tmp_path, GRID, config)
+    trial = sweep_study.study.ask(sweep_study.sweep.distributions)  # RUNNING, never started: no runner attr
+    trial.set_user_attr(TRIAL_DIR, "trials/0000_x")
+    sweep_study.recover_stale()
+    assert sweep_study.study.get_trials()[trial.number].state == TrialState.RUNNING  # not past the grace period
+    sweep_study.grace_seconds = 0
+    sweep_study.recover_stale()
+    trials = sweep_study.study.get_trials()
+    assert trials[trial.number].state == TrialState.FAIL
+    retry = trials[-1]
+    assert retry.state == TrialState.WAITING and retry.system_attrs[RETRY_OF] == trial.number
+    assert retry.user_attrs[TRIAL_DIR] == "trials/0000_x"
+    [parameter_set] = [s for s in sweep_study.parameter_sets() if s.number == trial.number]
+    assert len(parameter_set.attempts) == 2 and parameter_set.state == TrialState.WAITING
+    assert parameter_set.params == trial.params
+    taken = {t.number: t.params for t in (sweep_study.study.ask(sweep_study.sweep.distributions) for _ in range(4))}
+    assert taken[retry.number] == trial.params and sweep_study.progress().waiting == 0
+
+
+def test_search_draws_depend_on_seed_and_trial_number(tmp_path, config):
+    def draws(workdir, raw) -> list[dict]:
+        sweep_study = open_study(workdir, raw, config)
+        trials = [sweep_study.study.ask(sweep_study.sweep.distributions) for _ in range(3)]
+        return [t.params for t in trials]
+
+    first, again = draws(tmp_path / "a", SPACE), draws(tmp_path / "b", SPACE)
+    assert first == again
+    assert len({str(p) for p in first}) == 3
+    assert draws(tmp_path / "c", {**SPACE, "seed": 1}) != first
+
+
+def test_summary_order_best_first_failed_last(tmp_path, config):
+    sweep_study = open_study(tmp_path, {**SPACE, "space": {"model.width": ("int", 4, 64)}}, config)
+    distributions = sweep_study.sweep.distributions
+    for width, state, loss in [(4, TrialState.COMPLETE, 0.5), (8, TrialState.FAIL, None),
+                               (16, TrialState.COMPLETE, 0.2), (32, TrialState.RUNNING, None),
+                               (64, TrialState.COMPLETE, 0.9)]:
+        sweep_study.study.add_trial(optuna.trial.create_trial(
+            state=state, value=loss, params={"model.width": width}, distributions=distributions,
+            user_attrs={"eval": {"loss": loss, "accuracy": 1 - loss}} if loss else {"error": "boom"}))
+    rows = summary_rows(sweep_study.parameter_sets(), sweep_study.sweep)
+    assert [row["model.width"] for row in rows] == [16, 4, 64, 32, 8]  # loss is minimized
+    assert [row["state"] for row in rows] == ["COMPLETE"] * 3 + ["RUNNING", "FAIL"]
+    assert rows[-1]["error"] == "boom" and rows[0]["accuracy"] == pytest.approx(0.8)
