@@ -26,6 +26,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/ops.py
+	$(PY) benchmarks/sweep_overhead.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
