@@ -2,9 +2,9 @@
 
 **Precision** (``cnn.train.precision``): both steps cast the float32 parameters and the images to the policy's
 compute dtype and the logits back to float32; with float16 the training step scales the loss, unscales the
-gradients, and skips the update (parameters, optimizer and BatchNorm state unchanged) when any gradient is not
-finite. A skipped step still advances ``step``, so the batch and dropout key of step k stay those of step k; the
-optimizer's own count (and with it the schedule inside the optimizer) does not advance on a skipped step.
+gradients, and skips the update when any gradient is not finite: parameters, optimizer moments and BatchNorm
+statistics stay as they were. ``step`` and the optimizer's step counts still advance, so the batch, the dropout
+key and the learning rate of step k stay those of step k (the skipped step's batch is not seen again).
 
 **Gradient accumulation** (``grad_accum_steps = k``): the global batch of B examples is split into k microbatches
 of B/k, microbatch j holding examples j, j + k, j + 2k, … . Since every device holds a contiguous slice of the
@@ -114,8 +114,14 @@ def train_step(
     if loss_scale is None:
         return updated, metrics
     finite = all_finite(grads)
+
+    def keep_unless_finite(new, old):
+        # Integer leaves are the optimizer's step counts (its schedule, Adam's bias correction): they advance with
+        # ``step``, so the learning rate stays schedule(step). Parameters, moments and statistics stay as they were.
+        return new if jnp.issubdtype(new.dtype, jnp.integer) else jnp.where(finite, new, old)
+
     params, opt_state, model_state = jax.tree.map(
-        lambda new, old: jnp.where(finite, new, old),
+        keep_unless_finite,
         (updated.params, updated.opt_state, updated.model_state), (state.params, state.opt_state, state.model_state),
     )
     # "loss_scale" is the scale this step used; "skipped" averages, over a logging interval, to the skipped fraction.
