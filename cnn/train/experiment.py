@@ -55,6 +55,8 @@ class Experiment:
         self.eval_batch_size = -(-config.eval_batch_size // devices) * devices
         self.data_sharding = NamedSharding(self.mesh, P("data"))
         self.microbatch_sharding = NamedSharding(self.mesh, P(None, "data"))  # (k, B/k, ...): k unsharded
+        # A loop over microbatches is 60x slower on XLA:CPU (see cnn.train.steps); a field, so benchmarks can set it.
+        self.unroll_microbatches = jax.default_backend() == "cpu"
         self.replicated = NamedSharding(self.mesh, P())
 
     def _loss_scale(self) -> LossScale | None:
@@ -76,6 +78,7 @@ class Experiment:
         step = functools.partial(
             train_step, schedule=self.schedule, label_smoothing=self.config.label_smoothing, policy=self.policy,
             grad_accum_steps=self.config.optimizer.grad_accum_steps, microbatch_sharding=self.microbatch_sharding,
+            unroll_microbatches=self.unroll_microbatches,
         )
         donate = (0,) if jax.default_backend() != "cpu" else ()
         return jax.jit(

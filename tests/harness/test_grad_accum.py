@@ -40,9 +40,9 @@ def momentum_sgd() -> optax.GradientTransformation:
     return optax.sgd(LEARNING_RATE, momentum=0.9)
 
 
-def one_step(state, batch, k: int, key=None):
+def one_step(state, batch, k: int, key=None, unroll: bool = False):
     step = functools.partial(train_step, schedule=optax.constant_schedule(LEARNING_RATE), label_smoothing=0.0,
-                             grad_accum_steps=k)
+                             grad_accum_steps=k, unroll_microbatches=unroll)
     return jax.jit(step)(state, batch, jax.random.PRNGKey(0) if key is None else key)
 
 
@@ -75,10 +75,10 @@ def lenet_case():
     return state, batch, value, grads
 
 
-@pytest.mark.parametrize("k", [1, 2, 4])
-def test_accumulated_step_equals_the_full_batch_step(lenet_case, k):
+@pytest.mark.parametrize(("k", "unroll"), [(1, False), (2, False), (4, False), (4, True)])
+def test_accumulated_step_equals_the_full_batch_step(lenet_case, k, unroll):
     state, batch, loss, grads = lenet_case
-    new_state, metrics = one_step(state, batch, k)
+    new_state, metrics = one_step(state, batch, k, unroll=unroll)
     assert_trees_close(trace_of(new_state), grads, **TIGHT)
     expected_params = jax.tree.map(lambda p, g: p - LEARNING_RATE * g, state.params, grads)
     assert_trees_close(new_state.params, expected_params, **TIGHT)
@@ -145,8 +145,9 @@ def test_bad_grad_accum_steps_name_the_keys(accum, batch_size, message):
         validate(config)
 
 
-# Runs with 4 fake CPU devices: the accumulated step of small_cnn (BatchNorm and dropout) on 4 devices against the
-# same step on one device, the collectives in its compiled program, and a microbatch that does not split over them.
+# Runs with 4 fake CPU devices: the accumulated step of small_cnn (BatchNorm and dropout) on 4 devices, unrolled (as
+# the Experiment compiles it on CPU) and as a loop (as elsewhere), against the loop on one device; the collectives
+# in the compiled programs; and a microbatch that does not split over the devices.
 FOUR_DEVICE_SCRIPT = """
 import functools, json, re
 import jax, numpy as np
@@ -159,28 +160,32 @@ from configs.default import get_config
 config = get_config("runlocal")  # small_cnn: BatchNorm and dropout
 config.batch_size, config.optimizer.grad_accum_steps = 16, 4
 spec = DatasetSpec(num_classes=10, image_shape=(8, 8, 1))
-exp = Experiment(config, spec, steps_per_epoch=10)
 rng = np.random.default_rng(0)
 batch = {"image": rng.normal(size=(16, 8, 8, 1)).astype(np.float32), "label": rng.integers(0, 10, 16).astype(np.int32)}
-state, key = exp.init_state(), jax.random.PRNGKey(0)
-compiled = exp.train_step.lower(state, exp.to_device(batch), key).compile()
-sharded = compiled(state, exp.to_device(batch), jax.device_put(key, exp.replicated))[0]
-one = jax.devices()[0]
-plain = functools.partial(train_step, schedule=exp.schedule, label_smoothing=0.0, grad_accum_steps=4)
-single = jax.jit(plain)(*jax.device_put((state, batch, key), one))[0]
+key = jax.random.PRNGKey(0)
+state = Experiment(config, spec, steps_per_epoch=10).init_state()
+pick = lambda s: jax.tree.map(np.asarray, {"params": s.params, "stats": s.model_state})
+report, single = {"devices": jax.device_count()}, None
+for unroll in (True, False):
+    exp = Experiment(config, spec, steps_per_epoch=10)
+    exp.unroll_microbatches = unroll
+    compiled = exp.train_step.lower(state, exp.to_device(batch), key).compile()
+    sharded = compiled(state, exp.to_device(batch), jax.device_put(key, exp.replicated))[0]
+    if single is None:
+        plain = functools.partial(train_step, schedule=exp.schedule, label_smoothing=0.0, grad_accum_steps=4)
+        single = jax.jit(plain)(*jax.device_put((state, batch, key), jax.devices()[0]))[0]
+    diff = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b) / (1e-5 + np.abs(b)))), pick(sharded), pick(single))
+    report[f"unroll={unroll}"] = {
+        "worst": max(jax.tree.leaves(diff)),
+        "replicated": all(x.sharding.is_fully_replicated for x in jax.tree.leaves(sharded)),
+        "collectives": sorted(set(re.findall(r"all-gather|all-to-all|all-reduce|reduce-scatter", compiled.as_text()))),
+    }
 config.batch_size = 8
 try:
     Experiment(config, spec, steps_per_epoch=10)
-    error = None
 except ConfigError as e:
-    error = str(e)
-pick = lambda s: jax.tree.map(np.asarray, {"params": s.params, "stats": s.model_state})
-diff = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b) / (1e-5 + np.abs(b)))), pick(sharded), pick(single))
-print(json.dumps({"devices": jax.device_count(), "worst": max(jax.tree.leaves(diff)),
-                  "replicated": all(x.sharding.is_fully_replicated for x in jax.tree.leaves(sharded)),
-                  "collectives": sorted(set(re.findall(r"all-gather|all-to-all|all-reduce|reduce-scatter",
-                                                       compiled.as_text()))),
-                  "error": error}))
+    report["error"] = str(e)
+print(json.dumps(report))
 """
 
 
@@ -191,9 +196,11 @@ def test_four_devices_split_each_microbatch_like_one_device():
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["devices"] == 4
-    assert report["worst"] < 1e-4  # BatchNorm over each 4-example microbatch, gathered over devices or not
-    assert report["replicated"]
-    # Each device splits its own slice: gradients and BatchNorm moments are all-reduced, no activation is gathered.
-    assert report["collectives"] == ["all-reduce"]
+    for unroll in (True, False):
+        compiled = report[f"unroll={unroll}"]
+        assert compiled["worst"] < 1e-4  # BatchNorm over each 4-example microbatch, spread over devices or not
+        assert compiled["replicated"]
+        # Each device splits its own slice: gradients and BatchNorm moments are all-reduced, nothing is gathered.
+        assert compiled["collectives"] == ["all-reduce"]
     assert report["error"] == ("config.batch_size=8 / config.optimizer.grad_accum_steps=4 = 2 examples per "
                                "microbatch must be divisible by the 4 devices")
