@@ -22,7 +22,7 @@ import pytest
 from cnn.errors import ConfigError
 from cnn.models import create
 from cnn.train.config import validate
-from cnn.train.state import create_train_state
+from cnn.train.state import TrainState, create_train_state
 from cnn.train.steps import train_step
 from configs.default import get_config
 from tests.harness.conftest import ROOT
@@ -55,6 +55,16 @@ def assert_trees_close(actual, expected, **tolerance):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **tolerance), actual, expected)
 
 
+def random_state(model: nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> TrainState:
+    """Parameters drawn by numpy, at the shapes of the model's own: for comparing two computations they serve as
+    well, and nothing is compiled (the model's initializers run op by op, each op compiled, seconds on CPU)."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda: create_train_state(model, momentum_sgd(), input_shape, seed=0))
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(scale=0.2, size=s.shape), s.dtype), shapes.params)
+    model_state = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes.model_state)  # positive variances
+    return TrainState.create(apply_fn=model.apply, params=params, tx=momentum_sgd(), model_state=model_state)
+
+
 def random_batch(n: int, shape: tuple[int, ...], seed: int = 0) -> dict[str, jax.Array]:
     rng = np.random.default_rng(seed)
     return {"image": jnp.asarray(rng.normal(size=(n, *shape)), jnp.float32),
@@ -66,7 +76,7 @@ def lenet_case():
     """LeNet-5 (no BatchNorm, no dropout), a batch of 16, and the full-batch loss and gradient by ``jax.grad``."""
     model = create("lenet5", num_classes=10)
     batch = random_batch(16, (32, 32, 1))
-    state = create_train_state(model, momentum_sgd(), (1, 32, 32, 1), seed=0)
+    state = random_state(model, (1, 32, 32, 1))
 
     def loss(params):
         return reference_loss(model.apply({"params": params}, batch["image"]), batch["label"])
@@ -91,7 +101,7 @@ def test_accumulated_step_equals_the_full_batch_step(lenet_case, k, unroll):
 def test_batchnorm_microbatches_normalize_over_themselves_and_thread_running_stats():
     model = create("small_cnn", num_classes=10, width=4)
     batch, k = random_batch(8, (8, 8, 1), seed=1), 2
-    state = create_train_state(model, momentum_sgd(), (1, 8, 8, 1), seed=0)
+    state = random_state(model, (1, 8, 8, 1))
     # By hand: microbatch j holds examples j, j + k, ...; each sees the running statistics the previous one left.
     def loss(params, stats, images, labels):
         logits, updates = model.apply({"params": params, "batch_stats": stats}, images, train=True,
@@ -156,6 +166,7 @@ from cnn.errors import ConfigError
 from cnn.train.experiment import Experiment
 from cnn.train.steps import train_step
 from configs.default import get_config
+from tests.harness.test_grad_accum import random_state
 
 config = get_config("runlocal")  # small_cnn: BatchNorm and dropout
 config.batch_size, config.optimizer.grad_accum_steps = 16, 4
@@ -163,7 +174,7 @@ spec = DatasetSpec(num_classes=10, image_shape=(8, 8, 1))
 rng = np.random.default_rng(0)
 batch = {"image": rng.normal(size=(16, 8, 8, 1)).astype(np.float32), "label": rng.integers(0, 10, 16).astype(np.int32)}
 key = jax.random.PRNGKey(0)
-state = Experiment(config, spec, steps_per_epoch=10).init_state()
+state = random_state(Experiment(config, spec, steps_per_epoch=10).model, (1, 8, 8, 1))
 pick = lambda s: jax.tree.map(np.asarray, {"params": s.params, "stats": s.model_state})
 report, single = {"devices": jax.device_count()}, None
 for unroll in (True, False):

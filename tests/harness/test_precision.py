@@ -25,8 +25,9 @@ from cnn.models import create
 from cnn.train.checkpoint import Checkpoints
 from cnn.train.config import validate
 from cnn.train.experiment import Experiment
+from cnn.train.loop import train_and_evaluate
 from cnn.train.precision import LossScale, all_finite, policy_of
-from cnn.train.state import create_train_state
+from cnn.train.state import abstract_train_state
 from cnn.train.steps import eval_step, train_step
 from configs.default import get_config
 from tests.harness.conftest import ROOT, cli_env, train_args
@@ -91,7 +92,7 @@ def test_steps_compute_in_the_compute_dtype_and_keep_float32_state(dtype, accum)
     policy = policy_of(dtype)
     model = create("small_cnn", num_classes=10, width=4)
     loss_scale = LossScale.create() if policy.loss_scaling else None
-    state = create_train_state(model, optax.sgd(0.1), (1, 8, 8, 1), seed=0, loss_scale=loss_scale)
+    state = abstract_train_state(model, optax.sgd(0.1), (1, 8, 8, 1), seed=0, loss_scale=loss_scale)  # shapes only
     batch = {"image": jnp.ones((4, 8, 8, 1)), "label": jnp.zeros(4, jnp.int32), "mask": jnp.ones(4)}
     step = functools.partial(train_step, schedule=optax.constant_schedule(0.1), label_smoothing=0.0, policy=policy,
                              grad_accum_steps=accum)
@@ -190,29 +191,33 @@ def _checkpoint_dtypes(workdir: Path, step: int) -> dict[str, str]:
     return {jax.tree_util.keystr(path): str(leaf.dtype) for path, leaf in leaves}
 
 
-# The three train.py runs of the test below, started together (each is mostly one thread compiling).
-CLI_RUNS = {
-    "bfloat16": ("--config.dtype=bfloat16", "--config.optimizer.grad_accum_steps=2"),
-    "float16": ("--config.dtype=float16",),
-    "bad": ("--config.dtype=float64",),
-}
+def _assert_float32_checkpoint(workdir: Path, step: int) -> dict[str, str]:
+    dtypes = _checkpoint_dtypes(workdir, step)
+    stored = {key: kind for key, kind in dtypes.items() if "'params'" in key or "'batch_stats'" in key}
+    assert stored and set(stored.values()) == {"float32"}
+    return dtypes
 
 
-def test_train_cli_runs_in_low_precision_and_rejects_a_bad_dtype(tmp_path, tfds_dir):
-    processes = {name: subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(tmp_path / name, *args)],
+def test_bfloat16_run_with_accumulation_checkpoints_float32(tmp_path, tfds_dir):
+    config = get_config("runlocal")  # in process: what train.py adds, flag parsing, is the float16 test's
+    config.dataset.data_dir, config.dtype, config.optimizer.grad_accum_steps = tfds_dir, "bfloat16", 2
+    final = train_and_evaluate(config, str(tmp_path))
+    assert final["count"] == 360 and np.isfinite(final["loss"])
+    _assert_float32_checkpoint(tmp_path, 12)
+
+
+def test_float16_cli_run_and_a_bad_dtype(tmp_path, tfds_dir):
+    runs = {"float16": "--config.dtype=float16", "bad": "--config.dtype=float64"}
+    processes = {name: subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(tmp_path / name, flag)],
                                         cwd=ROOT, env=cli_env(tfds_dir), stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
-                 for name, args in CLI_RUNS.items()}
+                 for name, flag in runs.items()}  # at once: the bad one fails before JAX starts
     stderr = {name: process.communicate(timeout=300)[1] for name, process in processes.items()}
-    codes = {name: process.returncode for name, process in processes.items()}
-    assert codes == {"bfloat16": 0, "float16": 0, "bad": 2}, stderr
+    assert {name: process.returncode for name, process in processes.items()} == {"float16": 0, "bad": 2}, stderr
 
-    for name in ("bfloat16", "float16"):
-        dtypes = _checkpoint_dtypes(tmp_path / name, 12)
-        stored = {key: kind for key, kind in dtypes.items() if "'params'" in key or "'batch_stats'" in key}
-        assert stored and set(stored.values()) == {"float32"}
+    dtypes = _assert_float32_checkpoint(tmp_path / "float16", 12)
+    assert (dtypes["['loss_scale']['scale']"], dtypes["['loss_scale']['good_steps']"]) == ("float32", "int32")
     records = [json.loads(line) for line in (tmp_path / "float16" / "metrics.jsonl").read_text().splitlines()]
-    assert _checkpoint_dtypes(tmp_path / "float16", 12)["['loss_scale']['scale']"] == "float32"
     assert {(r["loss_scale"], r["skipped"]) for r in records if r["split"] == "train"} == {(2.0**15, 0.0)}
 
     errors = [line for line in stderr["bad"].splitlines() if line.startswith("error:")]
