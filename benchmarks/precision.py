@@ -6,11 +6,12 @@
 For each model, the ``Experiment`` train step (the one ``train.py`` compiles, over the device mesh) on a synthetic
 batch: once per ``config.dtype`` (float32, bfloat16, float16), then float32 and bfloat16 with
 ``optimizer.grad_accum_steps`` 1 and 4 (k = 4 both unrolled and as a ``scan`` loop, see ``cnn.train.steps``).
-Reported: the median step time over ``--steps`` runs after a warm-up, examples/s and the ratios to float32 (or to
-k = 1) measured in the same run, and XLA's compiled buffer sizes (``compile().memory_analysis()``): ``temp`` is what
-the step allocates beyond its inputs and outputs (activations kept for the backward pass, workspace), the part
-that precision and accumulation change. The same script runs unchanged on a GPU (the batch is sharded over every
-device, as in training).
+Reported: the median step time over ``--steps`` steps after a warm-up, timed round-robin (one step of each
+variant of a model in turn, so the machine's load changes hit all alike), examples/s and the ratios to float32
+(or to k = 1) measured in the same run, and XLA's compiled buffer sizes (``compile().memory_analysis()``):
+``temp`` is what the step allocates beyond its inputs and outputs (activations kept for the backward pass,
+workspace), the part that precision and accumulation change. The same script runs unchanged on a GPU (the batch
+is sharded over every device, as in training).
 """
 
 from __future__ import annotations
@@ -45,49 +46,53 @@ DTYPES = ("float32", "bfloat16", "float16")
 MiB = 2**20
 
 
-def measure(model: str, overrides: dict, image: int, batch: int, dtype: str, accum: int = 1, loop: bool | None = None,
-            steps: int = 5) -> dict:
-    """Compile, then time ``steps`` training steps (none if ``steps`` is 0) of one configuration on a synthetic
-    batch. ``loop``: accumulate in a ``scan`` loop (True) or unrolled (False); None: as the Experiment chooses."""
-    config = base_config(dataset="digits", model=model)
-    config.model.update(overrides)
-    config.update({"dtype": dtype, "batch_size": batch, "num_steps": 1000, "num_epochs": 0.0})
-    config.optimizer.grad_accum_steps = accum
-    exp = Experiment(config, DatasetSpec(num_classes=10, image_shape=(image, image, 3)), steps_per_epoch=100)
-    if loop is not None:
-        exp.unroll_microbatches = not loop
-    rng = np.random.default_rng(0)
-    data = exp.to_device({"image": rng.normal(size=(batch, image, image, 3)).astype(np.float32),
-                          "label": rng.integers(0, 10, size=batch).astype(np.int32)})
-    state, key = exp.init_state(), jax.device_put(jax.random.PRNGKey(0), exp.replicated)
-    compiled = exp.train_step.lower(state, data, key).compile()
-    memory = compiled.memory_analysis()
-    result = {"loop": not exp.unroll_microbatches, "step_s": float("nan"), "examples_per_s": float("nan"),
-              "other_load": float("nan"), "temp_mib": float("nan"), "total_mib": float("nan")}
-    if memory is not None:  # some backends report none
-        result["temp_mib"] = memory.temp_size_in_bytes / MiB
-        result["total_mib"] = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
-                               + memory.output_size_in_bytes) / MiB
-    if steps:
-        state, metrics = compiled(state, data, key)  # warm-up
+class Variant:
+    """One configuration's compiled train step on a fixed synthetic batch, ready to time."""
+
+    def __init__(self, model: str, overrides: dict, image: int, batch: int, dtype: str, accum: int = 1,
+                 loop: bool | None = None):
+        """``loop``: accumulate in a ``scan`` loop (True) or unrolled (False); None: as the Experiment chooses."""
+        config = base_config(dataset="digits", model=model)
+        config.model.update(overrides)
+        config.update({"dtype": dtype, "batch_size": batch, "num_steps": 1000, "num_epochs": 0.0})
+        config.optimizer.grad_accum_steps = accum
+        exp = Experiment(config, DatasetSpec(num_classes=10, image_shape=(image, image, 3)), steps_per_epoch=100)
+        if loop is not None:
+            exp.unroll_microbatches = not loop
+        self.loop, self.batch, self.times = accum > 1 and not exp.unroll_microbatches, batch, []
+        rng = np.random.default_rng(0)
+        self.data = exp.to_device({"image": rng.normal(size=(batch, image, image, 3)).astype(np.float32),
+                                   "label": rng.integers(0, 10, size=batch).astype(np.int32)})
+        self.state, self.key = exp.init_state(), jax.device_put(jax.random.PRNGKey(0), exp.replicated)
+        self.compiled = exp.train_step.lower(self.state, self.data, self.key).compile()
+        memory = self.compiled.memory_analysis()  # None on backends that do not report it
+        self.temp_mib = memory.temp_size_in_bytes / MiB if memory is not None else float("nan")
+
+    def step(self) -> float:
+        started = time.perf_counter()
+        self.state, metrics = self.compiled(self.state, self.data, self.key)
         jax.block_until_ready(metrics)
-        times, other = [], OtherLoad()
-        for _ in range(steps):
-            started = time.perf_counter()
-            state, metrics = compiled(state, data, key)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - started)
-        result.update(step_s=statistics.median(times), other_load=other.stop())
-        result["examples_per_s"] = batch / result["step_s"]
-    return result
+        return time.perf_counter() - started
+
+    @property
+    def step_s(self) -> float:
+        return statistics.median(self.times) if self.times else float("nan")
+
+
+def time_round_robin(variants: list[Variant], steps: int) -> float:
+    """One warm-up step each, then ``steps`` rounds of one step of every variant in turn: a change in the machine's
+    load hits every variant alike. Returns the share of the cores other processes used meanwhile."""
+    for variant in variants:
+        variant.step()
+    other = OtherLoad()
+    for _ in range(steps):
+        for variant in variants:
+            variant.times.append(variant.step())
+    return other.stop()
 
 
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if np.isfinite(a / b) else "-"
-
-
-def percent(share: float) -> str:
-    return f"{100 * share:.0f}%" if np.isfinite(share) else "-"
 
 
 def main() -> None:
@@ -101,44 +106,39 @@ def main() -> None:
     print(f"jax {jax.__version__}, {jax.device_count()} x {device.device_kind} ({jax.default_backend()}), "
           f"{os.cpu_count()} cores, load average {load_average()}\n")
     started = time.perf_counter()
-
-    rows = []
-    for model in args.models:
-        overrides, image, batch = CASES[model]
-        name = f"{model} {image}x{image}, batch {batch}"
-        results = {dtype: measure(model, overrides, image, batch, dtype, steps=args.steps) for dtype in DTYPES}
-        for dtype, r in results.items():
-            f32 = results["float32"]
-            rows.append([name, dtype, 1e3 * r["step_s"], r["examples_per_s"],
-                         ratio(r["examples_per_s"], f32["examples_per_s"]), r["temp_mib"],
-                         ratio(r["temp_mib"], f32["temp_mib"]), percent(r["other_load"])])
-            print(f"  {name} {dtype}: {1e3 * r['step_s']:.1f} ms", file=sys.stderr, flush=True)
-    print(table(["model", "dtype", "step (ms)", "examples/s", "speed vs float32", "temp (MiB)",
-                 "temp vs float32", "other load"], rows))
-
     # k = 4 both ways: unrolled (what the Experiment compiles on CPU) and as a loop (elsewhere). On CPU the loop is
     # compiled for its memory only: its weight-gradient convolutions run ~60x slower there (cnn.train.steps).
-    on_cpu = jax.default_backend() == "cpu"
-    rows = []
+    time_loop = jax.default_backend() != "cpu"
+
+    dtype_rows, accum_rows = [], []
     for model in args.models:
         overrides, image, batch = CASES[model]
         name = f"{model} {image}x{image}, batch {batch}"
+        by_dtype = {dtype: Variant(model, overrides, image, batch, dtype) for dtype in DTYPES}
+        accumulated = {(dtype, loop): Variant(model, overrides, image, batch, dtype, 4, loop)
+                       for dtype in DTYPES[:2] for loop in (False, True)}
+        timed = [*by_dtype.values(), *(v for v in accumulated.values() if time_loop or not v.loop)]
+        other = f"{100 * time_round_robin(timed, args.steps):.0f}%"
+        print(f"  {name}: " + ", ".join(f"{1e3 * v.step_s:.0f} ms" for v in timed), file=sys.stderr, flush=True)
+        f32 = by_dtype["float32"]
+        for dtype, v in by_dtype.items():
+            dtype_rows.append([name, dtype, 1e3 * v.step_s, batch / v.step_s, ratio(f32.step_s, v.step_s),
+                               v.temp_mib, ratio(v.temp_mib, f32.temp_mib), other])
         for dtype in DTYPES[:2]:
-            base = measure(model, overrides, image, batch, dtype, steps=args.steps)
-            for k, loop, r in ((1, None, base),
-                               (4, False, measure(model, overrides, image, batch, dtype, 4, False, args.steps)),
-                               (4, True, measure(model, overrides, image, batch, dtype, 4, True,
-                                                 0 if on_cpu else args.steps))):
-                form = "-" if k == 1 else ("scan loop" if loop else "unrolled")
-                rows.append([name, dtype, k, form, 1e3 * r["step_s"], ratio(base["step_s"], r["step_s"]),
-                             r["temp_mib"], ratio(r["temp_mib"], base["temp_mib"]), percent(r["other_load"])])
-                print(f"  {name} {dtype} k={k} {form}: {1e3 * r['step_s']:.1f} ms", file=sys.stderr, flush=True)
+            base = by_dtype[dtype]
+            for k, form, v in ((1, "-", base), (4, "unrolled", accumulated[dtype, False]),
+                               (4, "scan loop", accumulated[dtype, True])):
+                accum_rows.append([name, dtype, k, form, 1e3 * v.step_s, ratio(base.step_s, v.step_s), v.temp_mib,
+                                   ratio(v.temp_mib, base.temp_mib), other])
+    print(table(["model", "dtype", "step (ms)", "examples/s", "speed vs float32", "temp (MiB)", "temp vs float32",
+                 "other load"], dtype_rows))
     print()
     print(table(["model", "dtype", "grad_accum_steps", "form", "step (ms)", "speed vs k=1", "temp (MiB)",
-                 "temp vs k=1", "other load"], rows))
-    print(f"\nwall time {time.perf_counter() - started:.0f} s. temp: XLA's compiled temporary buffers (activations "
-          "kept for the backward pass, workspace); other load: share of the cores other processes used while timing"
-          + ("; '-': the scan loop is not timed on CPU" if on_cpu else ""))
+                 "temp vs k=1", "other load"], accum_rows))
+    print(f"\nwall time {time.perf_counter() - started:.0f} s. Timed round-robin, median of {args.steps} steps. temp: "
+          "XLA's compiled temporary buffers (activations kept for the backward pass, workspace). other load: share "
+          "of the cores other processes used while timing" + ("" if time_loop else "; the scan loop is not timed on "
+                                                                "CPU (-)"))
 
 
 if __name__ == "__main__":

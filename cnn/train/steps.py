@@ -97,7 +97,7 @@ def train_step(
         grads, (new_model_state, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
         return grads, new_model_state, metrics
 
-    batch = {"image": batch["image"], "label": batch["label"]}
+    batch = {"image": batch["image"], "label": batch["label"]}  # what the loss reads; the only keys split
     if grad_accum_steps == 1:
         grads, model_state, metrics = gradients(state.model_state, batch, rng)
     else:
