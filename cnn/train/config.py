@@ -13,6 +13,7 @@ from cnn.data import DATASETS
 from cnn.errors import ConfigError, UserError
 from cnn.models import MODELS
 from cnn.train.optim import OPTIMIZERS, SCHEDULES
+from cnn.train.precision import policy_of
 
 CONFIG_FILE = "config.json"
 
@@ -87,6 +88,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.optimizer.weight_decay must be >= 0, got {config.optimizer.weight_decay!r}")
     if config.checkpoint.best_mode not in ("max", "min"):
         raise ConfigError(f"config.checkpoint.best_mode must be 'max' or 'min', got {config.checkpoint.best_mode!r}")
+    policy_of(config.dtype)
+    accum = config.optimizer.grad_accum_steps
+    if isinstance(accum, bool) or not isinstance(accum, int) or accum < 1:
+        raise ConfigError(f"config.optimizer.grad_accum_steps must be a positive integer, got {accum!r}")
+    if config.batch_size % accum:
+        raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by "
+                          f"config.optimizer.grad_accum_steps={accum} (the number of microbatches per step)")
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict:

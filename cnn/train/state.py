@@ -1,4 +1,5 @@
-"""The training state: step, parameters, optimizer state and the model's mutable collections (BatchNorm)."""
+"""The training state: step, parameters, optimizer state, the model's mutable collections (BatchNorm) and, for
+float16, the dynamic loss scale (``cnn.train.precision``). Everything in it is float32 whatever the compute dtype."""
 
 from __future__ import annotations
 
@@ -11,25 +12,38 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from cnn.train.precision import LossScale
+
 
 class TrainState(train_state.TrainState):
-    """``flax`` TrainState plus ``model_state``: every non-parameter collection (e.g. ``batch_stats``)."""
+    """``flax`` TrainState plus ``model_state``: every non-parameter collection (e.g. ``batch_stats``), and
+    ``loss_scale``: the float16 loss scale (None otherwise: no leaves, so float32 checkpoints keep their layout)."""
 
     model_state: flax.core.FrozenDict[str, Any] | dict[str, Any]
+    loss_scale: LossScale | None = None
 
 
 def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple[int, ...], seed: int
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    input_shape: tuple[int, ...],
+    seed: int,
+    loss_scale: LossScale | None = None,
 ) -> TrainState:
-    """Initialize parameters from ``seed`` on a dummy batch of ``input_shape`` (batch axis included)."""
+    """Initialize float32 parameters from ``seed`` on a dummy batch of ``input_shape`` (batch axis included)."""
     variables = model.init(jax.random.PRNGKey(seed), jnp.zeros(input_shape, jnp.float32), train=False)
     params = variables.pop("params") if isinstance(variables, dict) else variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=model_state)
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=model_state,
+                             loss_scale=loss_scale)
 
 
 def abstract_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple[int, ...], seed: int
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    input_shape: tuple[int, ...],
+    seed: int,
+    loss_scale: LossScale | None = None,
 ) -> TrainState:
     """Shapes and dtypes of the state without computing it (for restoring checkpoints)."""
-    return jax.eval_shape(lambda: create_train_state(model, tx, input_shape, seed))
+    return jax.eval_shape(lambda: create_train_state(model, tx, input_shape, seed, loss_scale))

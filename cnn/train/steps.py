@@ -1,12 +1,40 @@
-"""One training step and one evaluation step, pure functions jit-compiled by the loop."""
+"""One training step and one evaluation step, pure functions jit-compiled by the loop.
+
+**Precision** (``cnn.train.precision``): both steps cast the float32 parameters and the images to the policy's
+compute dtype and the logits back to float32; with float16 the training step scales the loss, unscales the
+gradients, and skips the update when any gradient is not finite: parameters, optimizer moments and BatchNorm
+statistics stay as they were. ``step`` and the optimizer's step counts still advance, so the batch, the dropout
+key and the learning rate of step k stay those of step k (the skipped step's batch is not seen again).
+
+**Gradient accumulation** (``grad_accum_steps = k``): the global batch of B examples is split into k microbatches
+of B/k, microbatch j holding examples j, j + k, j + 2k, … . Since every device holds a contiguous slice of the
+batch, each microbatch then takes the same number of examples from every device's own slice: the split moves no
+data between devices, and each microbatch stays sharded over all of them. ``jax.lax.scan`` runs the microbatches
+in order, so only one microbatch's activations are alive at a time, sums their gradients and applies one update
+with their mean: for a model without BatchNorm, the update of the whole batch (the loss is a mean over examples,
+and the microbatches are equal in size). With BatchNorm, each microbatch is normalized by its own statistics (as
+if the batch were B/k), and the running statistics are updated once per microbatch, in order, threaded through
+the scan. Dropout draws a different key for each microbatch; metrics are means over the microbatches.
+
+On XLA:CPU a convolution's weight gradient inside a loop body misses the layout rewrite that sends it to the fast
+convolution kernel (jax-ml/jax#12868): a k = 4 step of small_cnn took 60x as long as k = 1. The Experiment
+therefore unrolls the scan on CPU (``unroll_microbatches``), where memory is rarely the limit and XLA's schedule
+then keeps most microbatches' activations anyway; elsewhere it stays a loop.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Sharding
 
+from cnn.train.precision import Policy, all_finite
 from cnn.train.state import TrainState
+
+FULL_PRECISION = Policy()
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float = 0.0) -> jnp.ndarray:
@@ -15,38 +43,106 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: flo
     return optax.softmax_cross_entropy(logits, targets)
 
 
-def _apply(state: TrainState, params, images, *, train: bool, rng=None):
-    """Forward pass; returns logits and, when training, the updated mutable collections."""
-    variables = {"params": params, **state.model_state}
-    mutable = list(state.model_state) if train and state.model_state else False
+def _apply(state: TrainState, params, model_state, images, policy: Policy, *, train: bool, rng=None):
+    """Forward pass in the compute dtype; returns float32 logits and, when training, the updated mutable
+    collections (BatchNorm keeps them float32)."""
+    variables = {"params": policy.cast_to_compute(params), **model_state}
+    mutable = list(model_state) if train and model_state else False
     rngs = {"dropout": rng} if rng is not None else None
-    out = state.apply_fn(variables, images, train=train, rngs=rngs, mutable=mutable)
-    return out if mutable else (out, state.model_state)
+    out = state.apply_fn(variables, policy.cast_to_compute(images), train=train, rngs=rngs, mutable=mutable)
+    logits, model_state = out if mutable else (out, model_state)
+    return policy.cast_to_output(logits), model_state
 
 
-def train_step(state: TrainState, batch, base_key, *, schedule, label_smoothing: float):
-    """SGD step on one global batch; the dropout key is ``fold_in(base_key, step)`` so a resume replays it."""
+def _split_microbatches(batch: dict[str, jax.Array], k: int, sharding: Sharding | None) -> dict[str, jax.Array]:
+    """``(B, ...) -> (k, B/k, ...)``, microbatch j = examples j, j + k, …: each device's slice splits locally."""
+
+    def split(x):
+        x = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+        return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
+    return jax.tree.map(split, batch)
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    base_key: jax.Array,
+    *,
+    schedule: optax.Schedule,
+    label_smoothing: float,
+    policy: Policy = FULL_PRECISION,
+    grad_accum_steps: int = 1,
+    microbatch_sharding: Sharding | None = None,
+    unroll_microbatches: bool = False,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer update on one global batch; the dropout key is ``fold_in(base_key, step)`` so a resume
+    replays it. ``microbatch_sharding`` places the ``(k, B/k, ...)`` microbatches (the batch axis over the
+    devices); ``None`` leaves it to the compiler. ``unroll_microbatches`` compiles the k microbatches as straight
+    code instead of a loop: the same arithmetic in the same order, faster on XLA:CPU, without the memory saving."""
     rng = jax.random.fold_in(base_key, state.step)
+    loss_scale = state.loss_scale
 
-    def loss_fn(params):
-        logits, model_state = _apply(state, params, batch["image"], train=True, rng=rng)
-        loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
-        return loss, (logits, model_state)
+    def gradients(model_state, microbatch, key):
+        """Gradients of the (scaled) mean loss of one microbatch, the updated model state, and its metrics."""
 
-    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = state.apply_gradients(grads=grads, model_state=model_state)
-    metrics = {
-        "loss": loss,
-        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-        "grad_norm": optax.global_norm(grads),
-        "learning_rate": schedule(state.step),
-    }
+        def loss_fn(params):
+            logits, new_model_state = _apply(state, params, model_state, microbatch["image"], policy, train=True,
+                                             rng=key)
+            loss = cross_entropy(logits, microbatch["label"], label_smoothing).mean()
+            accuracy = jnp.mean(jnp.argmax(logits, -1) == microbatch["label"])
+            scaled = loss if loss_scale is None else loss_scale.scale_loss(loss)
+            return scaled, (new_model_state, {"loss": loss, "accuracy": accuracy})
+
+        grads, (new_model_state, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
+        return grads, new_model_state, metrics
+
+    batch = {"image": batch["image"], "label": batch["label"]}  # what the loss reads; the only keys split
+    if grad_accum_steps == 1:
+        grads, model_state, metrics = gradients(state.model_state, batch, rng)
+    else:
+
+        def accumulate(carry, microbatch_and_key):
+            grad_sum, model_state = carry
+            grads, model_state, metrics = gradients(model_state, *microbatch_and_key)
+            return (jax.tree.map(jnp.add, grad_sum, grads), model_state), metrics
+
+        microbatches = _split_microbatches(batch, grad_accum_steps, microbatch_sharding)
+        keys = jax.random.split(rng, grad_accum_steps)
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (grad_sum, model_state), metrics = jax.lax.scan(accumulate, (zeros, state.model_state), (microbatches, keys),
+                                                        unroll=unroll_microbatches)
+        grads = jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
+        metrics = jax.tree.map(jnp.mean, metrics)
+
+    if loss_scale is not None:
+        grads = loss_scale.unscale(grads)
+    updated = state.apply_gradients(grads=grads, model_state=model_state)
+    metrics.update(grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+    if loss_scale is None:
+        return updated, metrics
+    finite = all_finite(grads)
+
+    def keep_unless_finite(new, old):
+        # Integer leaves are the optimizer's step counts (its schedule, Adam's bias correction): they advance with
+        # ``step``, so the learning rate stays schedule(step). Parameters, moments and statistics stay as they were.
+        return new if jnp.issubdtype(new.dtype, jnp.integer) else jnp.where(finite, new, old)
+
+    params, opt_state, model_state = jax.tree.map(
+        keep_unless_finite,
+        (updated.params, updated.opt_state, updated.model_state), (state.params, state.opt_state, state.model_state),
+    )
+    # "loss_scale" is the scale this step used; "skipped" averages, over a logging interval, to the skipped fraction.
+    metrics.update(loss_scale=loss_scale.scale, skipped=1.0 - finite.astype(jnp.float32))
+    new_state = updated.replace(params=params, opt_state=opt_state, model_state=model_state,
+                                loss_scale=loss_scale.update(finite))
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch, *, num_classes: int):
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, num_classes: int,
+              policy: Policy = FULL_PRECISION) -> dict[str, Any]:
     """Sums over the real examples of a (possibly padded) batch: loss, correct count, count, confusion matrix."""
-    logits, _ = _apply(state, state.params, batch["image"], train=False)
+    logits, _ = _apply(state, state.params, state.model_state, batch["image"], policy, train=False)
     mask = batch["mask"]
     predictions = jnp.argmax(logits, -1)
     confusion = jnp.zeros((num_classes, num_classes), jnp.float32).at[batch["label"], predictions].add(mask)
