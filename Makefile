@@ -27,6 +27,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/ops.py
 	$(PY) benchmarks/sweep_overhead.py
+	$(PY) benchmarks/precision.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
