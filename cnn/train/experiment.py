@@ -63,8 +63,9 @@ class Experiment:
         return LossScale.create() if self.policy.loss_scaling else None
 
     def init_state(self) -> TrainState:
-        state = create_train_state(self.model, self.tx, self.input_shape, self.config.seed, self._loss_scale())
-        return jax.device_put(state, self.replicated)
+        # One compiled program: initializing op by op compiles dozens of small ones (seconds at every launch).
+        create = functools.partial(create_train_state, self.model, self.tx, self.input_shape, self.config.seed)
+        return jax.jit(create, out_shardings=self.replicated)(self._loss_scale())
 
     def abstract_state(self) -> TrainState:
         return jax.tree.map(
