@@ -9,6 +9,9 @@ Time:      34 s (dilated) to 250 s (locally connected) per kind; 11 min 42 s for
 Result:    79.20% test accuracy with standard convolutions (74.68% to 81.33% across the kinds); README
            "Convolution ablation" has accuracy, parameters, MACs and step time per kind.
 Variant:   --config=configs/ablation_conv.py:runlocal  (2 steps; used by the tests)
+Sweep:     python sweep.py --config=configs/ablation_conv.py --workdir=runs/ablation_sweep   (get_sweep below: every
+           conv kind × seeds 0, 1, 2 as 21 train.py runs, with summary.md/.csv/.png; benchmarks/ablation_conv.py
+           adds parameters, MACs and step time)
 
 The images are read from ``dataset.manual_dir``, by default the repository's ``../shared/data/fashion_mnist``, and
 prepared once in ``dataset.data_dir``. A run is short, 200 steps of 64 (12,800 of the 60,000 training images), so
@@ -51,3 +54,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif arg is not None:
         raise ValueError(f"configs/ablation_conv.py: unknown variant {arg!r}; choose from ['runlocal']")
     return config
+
+
+def get_sweep(arg: str | None = None) -> dict:
+    """The ablation as a sweep: every convolution kind, three seeds each."""
+    from cnn.layers import CONV_TYPES
+
+    if arg not in (None, "runlocal"):
+        raise ValueError(f"configs/ablation_conv.py: unknown variant {arg!r}; choose from ['runlocal']")
+    return {"metric": "accuracy", "direction": "maximize",
+            "grid": {"model.conv": sorted(CONV_TYPES.names()), "seed": [0, 1, 2]}}
+

@@ -141,3 +141,12 @@ def test_trial_dir_names():
     assert trial_dir_name(3, {"optimizer.learning_rate": 0.1, "model.conv": "separable"}) == \
         "0003_learning_rate=0.1_conv=separable"
     assert trial_dir_name(12, {"a.path": "x/y z", "b": 1 / 3}) == "0012_path=x-y-z_b=0.3333"
+
+
+def test_the_ablation_sweep_covers_every_conv_kind_and_seed():
+    config = load_config_file(str(ROOT / "configs" / "ablation_conv.py"))
+    sweep = parse_sweep(load_sweep(str(ROOT / "configs" / "ablation_conv.py")), config)
+    kinds = ["deformable", "dilated", "fft", "locally_connected", "separable", "standard", "tiled"]  # the list
+    expected = {(kind, seed) for kind in kinds for seed in (0, 1, 2)}
+    assert {(p["model.conv"], p["seed"]) for p in sweep.grid_points()} == expected and sweep.num_trials == 21
+
