@@ -52,9 +52,8 @@ def kind_config(config_path: str, kind: str, seed: int, num_steps: int | None):
     return config
 
 
-def step_ms(config) -> float:
+def step_ms(config, spec) -> float:
     """Median milliseconds of one compiled train step on a fixed batch (after a compiling warm-up step)."""
-    spec = make_source(config.dataset).spec
     exp = Experiment(config, spec, steps_per_epoch=1)
     state, key = exp.init_state(), jax.random.PRNGKey(0)
     batch = exp.to_device({"image": np.zeros((config.batch_size, *exp.input_shape[1:]), np.float32),
@@ -83,7 +82,7 @@ def run_kind(config_path: str, kind: str, seeds: list[int], workdir: str, num_st
         "accuracies": accuracies,
         "params": count_params(model, shape),
         "macs": count_macs(model, shape),
-        "step_ms": step_ms(config),
+        "step_ms": step_ms(config, spec),
         "wall_s": statistics.mean(walls),
         "batch_size": config.batch_size,
     }

@@ -74,7 +74,7 @@ class TfdsDataset:
     spec: DatasetSpec
     manual_files: dict[str, str | None]
     homepage: str
-    file_format: str = "tfrecord"  # "array_record" for random access (streaming)
+    file_format: str | None = None  # "array_record": always prepared for random access; None: TFDS's default
 
 
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -137,8 +137,8 @@ class TfdsSource:
         self.data_dir, self.manual_dir, self.download = resolve_data_dir(data_dir), manual_dir, download
         self.mock_examples = mock_examples  # > 0: random examples from tfds.testing.mock_data, for tests
         self.streaming, self.workers = streaming, workers  # streaming None: only splits too large for memory
-        # None: whatever the prepared copy holds (TFRecord unless prepared for streaming).
-        self.file_format = "array_record" if streaming else None
+        # None: whatever a prepared copy holds, TFRecord for a new one.
+        self.file_format = "array_record" if streaming else self.dataset.file_format
 
     def builder(self):
         from cnn.platform import hide_accelerators_from_tensorflow
@@ -148,16 +148,17 @@ class TfdsSource:
 
         from cnn.data import builders, digits  # noqa: F401  (register our builders with TFDS)
 
-        file_format = self.file_format or (None if self.dataset.file_format == "tfrecord" else self.dataset.file_format)
         try:
-            return tfds.builder(self.dataset.tfds_name, data_dir=self.data_dir, file_format=file_format)
+            return tfds.builder(self.dataset.tfds_name, data_dir=self.data_dir, file_format=self.file_format)
         except ValueError as error:
             if "File format is already set" not in str(error):
                 raise
-            raise UserError(
-                f"dataset {self.name!r}: streaming reads the ArrayRecord format, but {self.data_dir} holds "
-                f"{self.name} in another format; prepare it in another data_dir with python -m cnn.data.prepare "
-                f"{self.name} --streaming --data_dir=DIR (or set config.dataset.streaming=false)") from error
+            raise self._not_array_record("config.dataset.streaming is true") from error
+
+    def _not_array_record(self, why: str) -> UserError:
+        return UserError(f"dataset {self.name!r} is streamed ({why}), but {self.data_dir} holds it as TFRecord, not "
+                         f"ArrayRecord: prepare it in another data_dir with python -m cnn.data.prepare {self.name} "
+                         "--streaming --data_dir=DIR (or set config.dataset.streaming=false)")
 
     def prepare(self):
         """Build the TFDS dataset if needed, from ``manual_dir`` when given; fail fast when that cannot work."""
@@ -224,9 +225,7 @@ class TfdsSource:
         try:
             records = builder.as_data_source(split=split)
         except (ValueError, NotImplementedError) as error:  # prepared as TFRecord: no random access
-            raise UserError(f"dataset {self.name!r} split {split!r} is streamed (config.dataset.streaming, or too "
-                            f"large for memory), but {self.data_dir} holds it as TFRecord, not ArrayRecord: prepare "
-                            f"it again with python -m cnn.data.prepare {self.name} --streaming") from error
+            raise self._not_array_record(f"split {split!r} is too large for memory") from error
         image_key, label_key = builder.info.supervised_keys
         shape = self.spec.image_shape
 
@@ -299,7 +298,7 @@ class ImageFolderSource:
         if not self.classes:
             raise UserError(f"{path}/train has no class subfolders")
         splits = tuple(s for s in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, s)))
-        train = self._streaming_split("train")
+        self._train = train = self._streaming_split("train")  # listed once: ImageNet's holds 1.28M files
         sample = np.arange(len(train))
         if self._streams(train):
             sample = np.sort(np.random.default_rng(0).permutation(len(train))[: self.STATS_SAMPLE])
@@ -335,7 +334,7 @@ class ImageFolderSource:
 
     def load(self, split: str) -> ArraySplit | StreamingSplit:
         check_split("image_folder", split, self.spec.splits)
-        stream = self._streaming_split(split)
+        stream = self._train if split == "train" else self._streaming_split(split)
         return stream if self._streams(stream) else ArraySplit(*stream.gather(np.arange(len(stream))))
 
 

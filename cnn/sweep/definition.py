@@ -8,10 +8,8 @@ bad distribution, a metric the evaluation does not produce, a bad direction or s
 from __future__ import annotations
 
 import copy
-import importlib.util
 import itertools
 import math
-import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +18,7 @@ import ml_collections
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from cnn.errors import ConfigError, UserError
+from cnn.train.config import load_config_module
 
 # What the training loop writes to metrics.jsonl at each evaluation (cnn/train/loop.py); tests/sweep checks it.
 EVAL_METRICS = ("accuracy", "loss")
@@ -76,18 +75,14 @@ class Sweep:
 
 def load_sweep(config_spec: str) -> dict:
     """``path[:arg]`` (as ``--config`` takes it) -> ``get_sweep(arg)`` of that file, unchecked."""
-    path, _, arg = config_spec.partition(":")
-    if not os.path.isfile(path):
-        raise UserError(f"config file {path!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"cnn_sweep_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module, arg = load_config_module(config_spec)
+    path = module.__file__
     if not hasattr(module, "get_sweep"):
         raise UserError(f"{path} defines no get_sweep(); add one next to get_config() (format: see cnn/sweep)")
     try:
-        raw = module.get_sweep(arg or None)
+        raw = module.get_sweep(arg)
     except ValueError as error:
-        raise ConfigError(f"{path}: get_sweep({arg or None!r}): {error}") from error
+        raise ConfigError(f"{path}: get_sweep({arg!r}): {error}") from error
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: get_sweep() must return a dict, got {type(raw).__name__}")
     return raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from types import ModuleType
 
 import ml_collections
 from ml_collections import config_dict
@@ -102,15 +103,21 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict:
     return {k: v for k, v in config.model.to_dict().items() if k != "name"}
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """``path[:arg]`` (as ``--config`` takes it) -> ``get_config(arg)`` of that file."""
+def load_config_module(spec: str) -> tuple[ModuleType, str | None]:
+    """``path[:arg]`` (as ``--config`` takes it) -> the config file as a module, and ``arg`` (None if absent)."""
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise UserError(f"config file {path!r} does not exist")
     module_spec = importlib.util.spec_from_file_location(f"cnn_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    return module, arg or None
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """``path[:arg]`` (as ``--config`` takes it) -> ``get_config(arg)`` of that file."""
+    module, arg = load_config_module(spec)
+    return module.get_config(arg)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from cnn.data import TrainStream, build_preprocess, make_source, sources
 from cnn.data.streaming import StreamingSplit, fit_image
-from cnn.errors import UserError
+from cnn.errors import ConfigError, UserError
 
 
 def test_fit_image_crops_the_centre_without_resizing_when_one_side_fits():
@@ -124,5 +124,5 @@ def test_image_folder_streams_the_same_images_it_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(sources.ImageFolderSource, "STATS_SAMPLE", 3)
     sampled = make_source({**config, "streaming": True})
     assert sampled.spec.mean != in_memory.spec.mean  # statistics of 3 of the 8 train images
-    with pytest.raises(Exception, match="channels must be 1"):
+    with pytest.raises(ConfigError, match="channels must be 1"):
         make_source({**config, "channels": 4})
