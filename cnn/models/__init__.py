@@ -8,10 +8,12 @@ from functools import partial
 import flax.linen as nn
 
 from cnn.errors import ConfigError
+from cnn.layers import conv_module
 from cnn.models.alexnet import AlexNet
+from cnn.models.common import BatchNorm
 from cnn.models.efficientnet import BatchNormTF, EfficientNet
 from cnn.models.lenet import LeNet5
-from cnn.models.resnet import BasicBlock, BatchNorm, BottleneckBlock, CifarResNet, ResNet
+from cnn.models.resnet import BasicBlock, BottleneckBlock, CifarResNet, ResNet
 from cnn.models.small_cnn import SmallCNN
 from cnn.models.vgg import VGG
 from cnn.registry import Registry
@@ -58,8 +60,13 @@ MODELS.register("efficientnet_b7", partial(EfficientNetTF, width_mult=2.0, depth
 
 
 def create(name: str, *, num_classes: int, **overrides) -> nn.Module:
-    """Build model ``name``; ``overrides`` set its fields (an unknown field fails naming the valid ones)."""
+    """Build model ``name``; ``overrides`` set its fields (an unknown field fails naming the valid ones).
+
+    ``conv`` given by name (``config.model.conv``: a kind of ``cnn.layers.CONV_TYPES``) is resolved here, once, into
+    the constructor the model calls."""
     constructor = MODELS.get(name)
+    if isinstance(overrides.get("conv"), str):
+        overrides["conv"] = conv_module(overrides["conv"])
     try:
         return constructor(num_classes=num_classes, **overrides)
     except TypeError as error:

@@ -16,7 +16,7 @@ Krizhevsky 2014: 64, 192, 384, 256, 256 channels, no local response normalizatio
 61,100,840 parameters with 1000 classes (torchvision's count). Inputs of at least 63×63 (pool5 then has one
 output, which the adaptive pool repeats to 6×6).
 
-``conv`` swaps conv2–conv5 (``cnn.layers.conv_module``); conv1, the 11×11 stride-4 convolution on the pixels,
+``conv`` builds conv2–conv5 (injected: ``cnn.models.common``); conv1, the 11×11 stride-4 convolution on the pixels,
 stays standard, as the stems of the other families. ``norm`` (default none) adds a normalization after every
 convolution, called with ``use_running_average``.
 """
@@ -28,8 +28,8 @@ from functools import partial
 import flax.linen as nn
 import jax
 
-from cnn.layers import ModuleDef, conv_module
-from cnn.models.resnet import Chain
+from cnn.layers import ModuleDef
+from cnn.models.common import Chain, standard_conv
 from cnn.ops import Layer, adaptive_pool
 
 # (features, kernel, stride, padding, max pool after) of conv1..conv5
@@ -46,7 +46,7 @@ MIN_SIZE = 63
 class AlexNet(nn.Module):
     num_classes: int = 1000
     dropout_rate: float = 0.5
-    conv: str = "standard"
+    conv: ModuleDef = standard_conv
     norm: ModuleDef | None = None
 
     def layer_chain(self) -> Chain:
@@ -63,7 +63,7 @@ class AlexNet(nn.Module):
             raise ValueError(f"AlexNet needs images of at least {MIN_SIZE}×{MIN_SIZE}, got {x.shape}")
         norm = partial(self.norm, use_running_average=not train) if self.norm else None
         for i, (features, kernel, stride, padding, pool) in enumerate(LAYERS):
-            conv = conv_module("standard" if i == 0 else self.conv)
+            conv = standard_conv if i == 0 else self.conv
             x = conv(features, (kernel, kernel), stride, padding=padding, name=f"conv{i + 1}")(x)
             if norm:
                 x = norm(name=f"bn{i + 1}")(x)

@@ -30,7 +30,7 @@ b0–b4; eps 1e-3, momentum 0.01 (flax 0.99) for b5–b7, whose weights were por
 1000 classes: b0 5,288,548; b1 7,794,184; b2 9,109,994; b3 12,233,232; b4 19,341,616; b5 30,389,784;
 b6 43,040,704; b7 66,347,960 (torchvision's counts). Padding is torch's symmetric ``k // 2``.
 
-``conv`` swaps the depthwise k×k convolutions of the MBConv blocks (``cnn.layers.conv_module``, with
+``conv`` swaps the depthwise k×k convolutions of the MBConv blocks (injected: ``cnn.models.common``, with
 ``feature_group_count`` = channels); the stem, the 1×1 convolutions and the squeeze-and-excitation stay standard.
 ``cnn.layers`` builds a grouped convolution of the kinds without groups (deformable, separable, locally_connected,
 tiled, fft) as a standard one, so here only ``dilated`` changes the network.
@@ -46,8 +46,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn.layers import ModuleDef, conv_module
-from cnn.models.resnet import BatchNorm, Chain
+from cnn.layers import ModuleDef
+from cnn.models.common import BatchNorm, Chain, standard_conv
 from cnn.ops import Layer
 
 # torchvision's BatchNorm for the weights ported from TensorFlow (b5-b7).
@@ -95,12 +95,12 @@ class MBConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        standard = conv_module("standard")
         in_channels = x.shape[-1]
         hidden = round_channels(in_channels * self.expand_ratio)
         y = x
         if hidden != in_channels:
-            y = nn.silu(self.norm(name="expand_bn")(standard(hidden, (1, 1), use_bias=False, name="expand_conv")(y)))
+            y = standard_conv(hidden, (1, 1), use_bias=False, name="expand_conv")(y)
+            y = nn.silu(self.norm(name="expand_bn")(y))
         y = self.conv(
             hidden, (self.kernel, self.kernel), self.strides, padding=self.kernel // 2, feature_group_count=hidden,
             use_bias=False, name="depthwise_conv",
@@ -109,7 +109,7 @@ class MBConv(nn.Module):
         scale = jnp.mean(y, axis=(1, 2))
         scale = nn.silu(nn.Dense(max(1, in_channels // 4), name="se_reduce")(scale))
         y = y * nn.sigmoid(nn.Dense(hidden, name="se_expand")(scale))[:, None, None, :]
-        y = self.norm(name="project_bn")(standard(self.features, (1, 1), use_bias=False, name="project_conv")(y))
+        y = self.norm(name="project_bn")(standard_conv(self.features, (1, 1), use_bias=False, name="project_conv")(y))
         if self.strides != 1 or in_channels != self.features:
             return y
         if train and self.drop_rate > 0:
@@ -126,7 +126,7 @@ class EfficientNet(nn.Module):
     dropout_rate: float = 0.2
     stochastic_depth_rate: float = 0.2
     num_classes: int = 1000
-    conv: str = "standard"
+    conv: ModuleDef = standard_conv
     norm: ModuleDef = BatchNorm
 
     def stages(self) -> list[StageSpec]:
@@ -148,9 +148,7 @@ class EfficientNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         norm = partial(self.norm, use_running_average=not train)
-        conv = conv_module(self.conv)
-        standard = conv_module("standard")
-        stem = standard(round_channels(STEM_CHANNELS * self.width_mult), (STEM.kernel,) * 2, STEM.stride,
+        stem = standard_conv(round_channels(STEM_CHANNELS * self.width_mult), (STEM.kernel,) * 2, STEM.stride,
                         padding=STEM.padding, use_bias=False, name="stem_conv")
         x = nn.silu(norm(name="stem_bn")(stem(x)))
         stages = self.stages()
@@ -159,11 +157,11 @@ class EfficientNet(nn.Module):
             for j in range(s.layers):
                 drop_rate = self.stochastic_depth_rate * block / total_blocks
                 x = MBConv(
-                    s.out, s.expand_ratio, s.kernel, s.stride if j == 0 else 1, drop_rate, conv, norm,
+                    s.out, s.expand_ratio, s.kernel, s.stride if j == 0 else 1, drop_rate, self.conv, norm,
                     name=f"stage{i + 1}_block{j + 1}",
                 )(x, train)
                 block += 1
-        x = standard(4 * stages[-1].out, (1, 1), use_bias=False, name="head_conv")(x)
+        x = standard_conv(4 * stages[-1].out, (1, 1), use_bias=False, name="head_conv")(x)
         x = nn.silu(norm(name="head_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -18,7 +18,7 @@ paper's is a layer of Euclidean RBF units with fixed weights). The squashing fun
 ``f(a) = 1.7159 tanh(2a / 3)``. Inputs of at least 32×32 (pad 28×28 MNIST digits by 2, as the paper does); on a
 larger input C5 is a map and the global average pool (the identity on 32×32) takes its mean.
 
-``conv`` swaps C3 and C5 (``cnn.layers.conv_module``); C1, on the pixels, stays standard. ``norm`` (default none)
+``conv`` builds C3 and C5 (injected: ``cnn.models.common``); C1, on the pixels, stays standard. ``norm`` (default none)
 adds a normalization after every convolution, called with ``use_running_average``.
 """
 
@@ -30,8 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn.layers import ModuleDef, conv_module
-from cnn.models.resnet import Chain
+from cnn.layers import ModuleDef
+from cnn.models.common import Chain, standard_conv
 from cnn.ops import Layer
 
 MIN_SIZE = 32
@@ -44,7 +44,7 @@ def squash(a: jax.Array) -> jax.Array:
 
 class LeNet5(nn.Module):
     num_classes: int = 10
-    conv: str = "standard"
+    conv: ModuleDef = standard_conv
     norm: ModuleDef | None = None
 
     def layer_chain(self) -> Chain:
@@ -59,7 +59,7 @@ class LeNet5(nn.Module):
         for name, features in (("C1", 6), ("C3", 16), ("C5", 120)):
             if name != "C1":
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-            conv = conv_module("standard" if name == "C1" else self.conv)
+            conv = standard_conv if name == "C1" else self.conv
             x = conv(features, (5, 5), padding="VALID", name=name)(x)
             if norm:
                 x = norm(name=f"{name}_norm")(x)

@@ -20,7 +20,7 @@ on 32², 16², 8² maps (depth ``6n + 2``: resnet20, 32, 44, 56, 110 for n = 3, 
 dense. The shortcuts are option A: the identity, subsampled by the stride and zero-padded to the new channel count
 (no parameters). Parameters with 10 classes: 269,722 / 464,154 / 658,586 / 853,018 / 1,727,962.
 
-``conv`` swaps the 3×3 convolutions of the stages (``cnn.layers.conv_module``); the stem and the 1×1 convolutions
+``conv`` builds the 3×3 convolutions of the stages (injected: ``cnn.models.common``); the stem and the 1×1 convolutions
 (bottleneck ends, projections) stay standard. ``norm`` builds the normalization (BatchNorm with torchvision's
 eps 1e-5 and momentum 0.1, i.e. flax ``momentum=0.9``, by default); it is called with ``use_running_average``.
 Padding is torch's symmetric ``k // 2`` (not XLA's "SAME", which pads stride-2 convolutions on the high side only).
@@ -36,13 +36,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn.layers import ModuleDef, conv_module
+from cnn.layers import ModuleDef
+from cnn.models.common import BatchNorm, Chain, standard_conv
 from cnn.ops import Layer
-
-# torchvision's BatchNorm2d: eps 1e-5, running averages updated with weight 0.1 (flax: kept with weight 0.9).
-BatchNorm = partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
-
-Chain = list[tuple[str, list[Layer]]]
 
 
 def _shortcut(x: jax.Array, features: int, strides: int, kind: str, norm: ModuleDef) -> jax.Array:
@@ -50,7 +46,7 @@ def _shortcut(x: jax.Array, features: int, strides: int, kind: str, norm: Module
     if strides == 1 and x.shape[-1] == features:
         return x
     if kind == "projection":
-        x = conv_module("standard")(features, (1, 1), strides, padding=0, use_bias=False, name="proj_conv")(x)
+        x = standard_conv(features, (1, 1), strides, padding=0, use_bias=False, name="proj_conv")(x)
         return norm(name="proj_bn")(x)
     if kind != "zero_pad":
         raise ValueError(f"shortcut must be 'projection' or 'zero_pad', got {kind!r}")
@@ -115,7 +111,7 @@ class ResNet(nn.Module):
     block_cls: type[BasicBlock] | type[BottleneckBlock]
     num_classes: int = 1000
     width: int = 64
-    conv: str = "standard"
+    conv: ModuleDef = standard_conv
     norm: ModuleDef = BatchNorm
 
     stem: ClassVar[Layer] = Layer(7, 2, 1, 3)  # conv 7×7 /2, padding 3
@@ -140,9 +136,8 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         norm = partial(self.norm, use_running_average=not train)
-        conv = conv_module(self.conv)
         stem, pool = self.stem, self.stem_pool
-        x = conv_module("standard")(
+        x = standard_conv(
             self.width, (stem.kernel,) * 2, stem.stride, padding=stem.padding, use_bias=False, name="stem_conv"
         )(x)
         x = nn.relu(norm(name="stem_bn")(x))
@@ -150,9 +145,9 @@ class ResNet(nn.Module):
             x = nn.max_pool(x, (pool.kernel,) * 2, strides=(pool.stride,) * 2, padding=((pool.padding,) * 2,) * 2)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
-                x = self.block_cls(
-                    self.width * 2**i, self._strides(i, j), conv, norm, self.shortcut, name=f"stage{i + 1}_block{j + 1}"
-                )(x)
+                block = self.block_cls(self.width * 2**i, self._strides(i, j), self.conv, norm, self.shortcut,
+                                       name=f"stage{i + 1}_block{j + 1}")
+                x = block(x)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
 

@@ -17,7 +17,7 @@ the conv keeps its bias, as torchvision). Parameters with 1000 classes: vgg11 13
 vgg16 138,357,544, vgg19 143,667,240; vgg11_bn 132,868,840, vgg13_bn 133,053,736, vgg16_bn 138,365,992,
 vgg19_bn 143,678,248. Inputs of at least 32×32 (five 2×2 poolings); the adaptive pool makes any larger size work.
 
-``conv`` swaps every 3×3 convolution (``cnn.layers.conv_module``). ``norm``: ``None`` (plain VGG) or a
+``conv`` builds every 3×3 convolution (injected: ``cnn.models.common``). ``norm``: ``None`` (plain VGG) or a
 normalization constructor called with ``use_running_average`` (the ``_bn`` variants pass BatchNorm).
 """
 
@@ -29,8 +29,8 @@ from functools import partial
 import flax.linen as nn
 import jax
 
-from cnn.layers import ModuleDef, conv_module
-from cnn.models.resnet import Chain
+from cnn.layers import ModuleDef
+from cnn.models.common import Chain, standard_conv
 from cnn.ops import Layer, adaptive_pool
 
 WIDTHS = (64, 128, 256, 512, 512)
@@ -44,7 +44,7 @@ class VGG(nn.Module):
     num_classes: int = 1000
     dropout_rate: float = 0.5
     classifier_width: int = 4096  # the two hidden dense layers (e.g. 512 for CIFAR-sized experiments)
-    conv: str = "standard"
+    conv: ModuleDef = standard_conv
     norm: ModuleDef | None = None
 
     def layer_chain(self) -> Chain:
@@ -60,10 +60,9 @@ class VGG(nn.Module):
         if min(x.shape[1:3]) < MIN_SIZE:
             raise ValueError(f"VGG needs images of at least {MIN_SIZE}×{MIN_SIZE} (five 2×2 poolings), got {x.shape}")
         norm = partial(self.norm, use_running_average=not train) if self.norm else None
-        conv = conv_module(self.conv)
         for i, (features, num_convs) in enumerate(zip(WIDTHS, self.stage_sizes, strict=True)):
             for j in range(num_convs):
-                x = conv(features, (3, 3), padding=1, name=f"conv{i + 1}_{j + 1}")(x)
+                x = self.conv(features, (3, 3), padding=1, name=f"conv{i + 1}_{j + 1}")(x)
                 if norm:
                     x = norm(name=f"bn{i + 1}_{j + 1}")(x)
                 x = nn.relu(x)

@@ -1,0 +1,24 @@
+"""Pieces every model family shares: the default convolution and normalization that models take injected, and
+the type of ``layer_chain()`` (the spatial layers along a model's longest path, for receptive fields).
+
+A model declares ``conv: ModuleDef = standard_conv`` and ``norm: ModuleDef = BatchNorm`` (or ``None``) as fields
+and calls them as it would call ``nn.Conv`` and ``nn.BatchNorm``; ``cnn.models.create`` turns a config's
+``model.conv`` name into the callable (``cnn.layers.conv_module``), so a module never resolves a name itself.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import flax.linen as nn
+
+from cnn.layers import conv_module
+from cnn.ops import Layer
+
+# torchvision's BatchNorm2d: eps 1e-5, running averages updated with weight 0.1 (flax: kept with weight 0.9).
+BatchNorm = partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+# A convolution exactly as asked (``nn.Conv``'s signature, ``cnn.ops`` padding forms).
+standard_conv = conv_module("standard")
+
+Chain = list[tuple[str, list[Layer]]]
