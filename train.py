@@ -1,39 +1,12 @@
 """Train an experiment: ``python train.py --config=configs/default.py --workdir=runs/digits [--config.key=value]``.
 
-Rerunning the same command resumes from the newest checkpoint in ``--workdir``. Several processes (hosts) run the
-same command with ``--config.distributed.*`` set, or under SLURM, Open MPI or a TPU slice (cnn/train/distributed.py).
+The same as ``python -m cnn.train`` (``cnn/train/__main__.py``). Rerunning the same command resumes from the newest
+checkpoint in ``--workdir``.
 """
 
-from cnn.platform import configure_xla_cpu
+import sys
 
-configure_xla_cpu()  # before JAX starts
-
-import sys  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from cnn.cli import run_cli  # noqa: E402
-
-config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from cnn.train import distributed
-
-    distributed.initialize(flags.FLAGS.config.distributed)  # first: before anything starts a JAX backend
-    from cnn.train.loop import train_and_evaluate
-
-    metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-    if distributed.is_primary():
-        print(f"final eval: accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} "
-              f"({metrics['count']} examples)")
-    return 0
-
+from cnn.train.__main__ import run
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run())

@@ -1,0 +1,44 @@
+"""The trainer: ``python -m cnn.train --config=configs/default.py --workdir=runs/digits [--config.key=value]``
+(``train.py`` at the repository root runs the same).
+
+Rerunning the same command resumes from the newest checkpoint in ``--workdir``. Several processes (hosts) run the
+same command with ``--config.distributed.*`` set, or under SLURM, Open MPI or a TPU slice (cnn/train/distributed.py).
+"""
+
+from cnn.platform import configure_xla_cpu
+
+configure_xla_cpu()  # before JAX starts
+
+import sys  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from cnn.cli import run_cli  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from cnn.train import distributed
+
+    distributed.initialize(flags.FLAGS.config.distributed)  # first: before anything starts a JAX backend
+    from cnn.train.loop import train_and_evaluate
+
+    metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    if distributed.is_primary():
+        print(f"final eval: accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} "
+              f"({metrics['count']} examples)")
+    return 0
+
+
+def run() -> int:
+    return run_cli(main)
+
+
+if __name__ == "__main__":
+    sys.exit(run())
