@@ -1,6 +1,7 @@
-"""Evaluate checkpoints: ``python eval.py --workdir=runs/digits [--step N | --all] [--split test]``.
+"""Evaluate checkpoints: ``python eval.py --workdir=runs/digits [--step N | --all] [--split S] [--save_predictions]``.
 
-Prints a table and writes ``eval_<step>.json`` and ``confusion_<step>.png`` into the workdir.
+Prints a table and writes ``eval_<step>.json`` and the task's pictures (``confusion_<step>.png``,
+``segmentation_<step>.png``) into the workdir; ``--save_predictions`` also ``predictions_<step>.npz``.
 """
 
 from cnn.platform import configure_xla_cpu
@@ -17,6 +18,8 @@ flags.DEFINE_string("workdir", None, "Workdir of a training run (holds config.js
 flags.DEFINE_integer("step", None, "Evaluate the checkpoint at this step (default: the latest).")
 flags.DEFINE_bool("all", False, "Evaluate every kept checkpoint.")
 flags.DEFINE_string("split", None, "Dataset split (default: the config's eval split).")
+flags.DEFINE_bool("save_predictions", False, "Also write predictions_<step>.npz: the task's outputs for every example "
+                  "of the split, in order (logits and labels; class maps for segmentation).")
 flags.DEFINE_string("coordinator_address", None, "Several processes: host:port of process 0 (as "
                     "config.distributed.coordinator_address of train.py; unset: one process or JAX's detection).")
 flags.DEFINE_integer("num_processes", None, "Several processes: how many.")
@@ -36,11 +39,13 @@ def main(argv: list[str]) -> int:
     distributed.initialize({key: f[key].value for key in (*distributed.KEYS, "initialization_timeout")})
     from cnn.train.evaluate import evaluate_checkpoints, format_table
 
-    results = evaluate_checkpoints(f.workdir, step=f.step, all_steps=f.all, split=f.split)
+    results = evaluate_checkpoints(f.workdir, step=f.step, all_steps=f.all, split=f.split,
+                                   save_predictions=f.save_predictions)
     if not distributed.is_primary():
         return 0
     print(format_table(results))
-    print(f"test accuracy: {results[-1]['accuracy']:.4f} (step {results[-1]['step']}, split {results[-1]['split']})")
+    last = results[-1]
+    print(f"{last['split']} {last['summary']} (step {last['step']})")
     return 0
 
 

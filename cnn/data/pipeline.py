@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from cnn.data.preprocess import BatchRandom, Op
+from cnn.data.preprocess import BatchRandom, Preprocess
 from cnn.data.sources import ArraySplit
 from cnn.data.streaming import StreamingSplit
 from cnn.errors import ConfigError
@@ -36,7 +36,7 @@ class TrainStream:
     def __init__(
         self,
         split: ArraySplit | StreamingSplit,
-        preprocess: Op,
+        preprocess: Preprocess,
         global_batch: int,
         seed: int,
         process_index: int = 0,
@@ -59,7 +59,7 @@ class TrainStream:
         idx = self.indices(step)
         rand = BatchRandom((self.seed, step), self.global_batch, self._local)
         images, labels = self.split.gather(idx)
-        return {"image": self.preprocess(images, rand), "label": labels}
+        return self.preprocess.batch({"image": images, "label": labels}, rand)
 
     def iterate(self, start_step: int, end_step: int, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches for steps ``start_step .. end_step - 1``, prepared ``prefetch`` ahead on a background thread."""
@@ -92,7 +92,7 @@ class TrainStream:
 
 def eval_batches(
     split: ArraySplit | StreamingSplit,
-    preprocess: Op,
+    preprocess: Preprocess,
     global_batch: int,
     process_index: int = 0,
     process_count: int = 1,
@@ -103,8 +103,5 @@ def eval_batches(
         idx = np.arange(start, start + global_batch)
         real = idx < len(split)
         images, labels = split.gather(np.where(real, idx, 0)[local])
-        yield {
-            "image": preprocess(images, BatchRandom((0, start), global_batch, local)),
-            "label": labels,
-            "mask": real[local].astype(np.float32),
-        }
+        batch = preprocess.batch({"image": images, "label": labels}, BatchRandom((0, start), global_batch, local))
+        yield {**batch, "mask": real[local].astype(np.float32)}

@@ -1,9 +1,11 @@
 """Preprocessing ops composed by a config string, e.g. ``"decode|random_crop(32, pad=4)|flip_lr|normalize('cifar10')"``.
 
-Each op works on a batch ``(n, *spatial, channels)`` in numpy. Random ops draw their values through a
-:class:`BatchRandom`: the values are drawn for the whole global batch from ``rng(seed, step)`` and each process takes
-its slice, so an augmented batch depends only on ``(seed, step)``, never on how many processes share it, and a
-resumed run sees the same augmentations. Arguments are Python literals (``ast.literal_eval``), nothing is executed.
+Each op works on a batch ``(n, *spatial, channels)`` in numpy. Spatial ops (pad, crops, flips, resize) move the
+batch's per-pixel maps (a segmentation's label map, a weight map) with the images, by the same random draw. Random
+ops draw their values through a :class:`BatchRandom`: the values are drawn for the whole global batch from
+``rng(seed, step)`` and each process takes its slice, so an augmented batch depends only on ``(seed, step)``, never
+on how many processes share it, and a resumed run sees the same augmentations. Arguments are Python literals
+(``ast.literal_eval``), nothing is executed.
 
 | op | effect |
 |---|---|
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,7 +31,15 @@ from cnn.errors import ConfigError
 from cnn.registry import Registry
 
 OPS = Registry("preprocessing op")
-Op = Callable[[np.ndarray, "BatchRandom"], np.ndarray]
+Maps = list[np.ndarray]  # per-pixel arrays of a batch (label or weight maps), each (n, *spatial, 1) here
+
+
+class Op(NamedTuple):
+    """One preprocessing op. A pixel op maps the images alone; a spatial op moves pixels, and moves every per-pixel
+    map of the batch the same way (labels by nearest neighbour, so they keep their values)."""
+
+    pixels: Callable[[np.ndarray, BatchRandom], np.ndarray] | None = None
+    spatial: Callable[[np.ndarray, Maps, BatchRandom], tuple[np.ndarray, Maps]] | None = None
 
 
 class BatchRandom:
@@ -48,9 +59,14 @@ def _as_tuple(size, ndim: int) -> tuple[int, ...]:
     return (size,) * ndim if isinstance(size, int) else tuple(size)
 
 
+def _each(transform: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray, Maps, BatchRandom], tuple]:
+    """A spatial op that applies one deterministic ``transform`` to the images and to every map."""
+    return lambda x, maps, rand: (transform(x), [transform(m) for m in maps])
+
+
 @OPS.register("decode")
 def _decode(spec: DatasetSpec) -> Op:
-    return lambda x, rand: x.astype(np.float32) / np.float32(spec.scale)
+    return Op(pixels=lambda x, rand: x.astype(np.float32) / np.float32(spec.scale))
 
 
 @OPS.register("normalize")
@@ -63,51 +79,60 @@ def _normalize(spec: DatasetSpec, mean=None, std=None) -> Op:
     elif mean is None:
         mean, std = spec.mean, spec.std
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-    return lambda x, rand: ((x - mean) / std).astype(np.float32)
+    return Op(pixels=lambda x, rand: ((x - mean) / std).astype(np.float32))
+
+
+def _zero_pad(x: np.ndarray, n: int) -> np.ndarray:
+    return np.pad(x, [(0, 0)] + [(n, n)] * (x.ndim - 2) + [(0, 0)])
 
 
 @OPS.register("pad")
 def _pad(spec: DatasetSpec, n: int) -> Op:
-    return lambda x, rand: np.pad(x, [(0, 0)] + [(n, n)] * (x.ndim - 2) + [(0, 0)])
+    """Zero padding; maps are padded with 0 too (background, or a weight of 0)."""
+    return Op(spatial=_each(lambda x: _zero_pad(x, n)))
 
 
 @OPS.register("random_crop")
 def _random_crop(spec: DatasetSpec, size, pad: int = 0) -> Op:
-    def crop(x, rand):
+    def crop(x, maps, rand):
         if pad:
-            x = _pad(spec, pad)(x, rand)
+            x, maps = _zero_pad(x, pad), [_zero_pad(m, pad) for m in maps]
         out = _as_tuple(size, x.ndim - 2)
         if any(o > n for o, n in zip(out, x.shape[1:-1], strict=True)):
             raise ConfigError(f"random_crop({size}): larger than the (padded) images {x.shape[1:-1]}")
         starts = [rand.integers(0, n - o + 1) for o, n in zip(out, x.shape[1:-1], strict=True)]
         # One gather: offsets per example and axis, broadcast over the crop window.
-        index = tuple(
+        index = (np.arange(len(x)).reshape((-1,) + (1,) * len(out)), *(
             (s[:, None] + np.arange(o)[None, :]).reshape((len(x),) + (1,) * a + (o,) + (1,) * (len(out) - a - 1))
             for a, (s, o) in enumerate(zip(starts, out, strict=True))
-        )
-        return x[(np.arange(len(x)).reshape((-1,) + (1,) * len(out)), *index)]
+        ))
+        return x[index], [m[index] for m in maps]
 
-    return crop
+    return Op(spatial=crop)
 
 
 @OPS.register("center_crop")
 def _center_crop(spec: DatasetSpec, size) -> Op:
-    def crop(x, rand):
+    def crop(x):
         out = _as_tuple(size, x.ndim - 2)
         starts = [(n - o) // 2 for o, n in zip(out, x.shape[1:-1], strict=True)]
         return x[(slice(None), *(slice(s, s + o) for s, o in zip(starts, out, strict=True)))]
 
-    return crop
+    return Op(spatial=_each(crop))
 
 
 def _flip(axis: int, p: float) -> Op:
-    def flip(x, rand):
+    def flip(x, maps, rand):
         chosen = rand.uniform() < p
-        x = x.copy()
-        x[chosen] = np.flip(x[chosen], axis=axis)
-        return x
 
-    return flip
+        def apply(a):
+            a = a.copy()
+            a[chosen] = np.flip(a[chosen], axis=axis)
+            return a
+
+        return apply(x), [apply(m) for m in maps]
+
+    return Op(spatial=flip)
 
 
 OPS.register("flip_lr", lambda spec, p=0.5: _flip(-2, p))
@@ -116,15 +141,17 @@ OPS.register("flip_ud", lambda spec, p=0.5: _flip(1, p))
 
 @OPS.register("resize")
 def _resize(spec: DatasetSpec, size) -> Op:
+    """Bilinear for the images, nearest neighbour for the maps."""
     import jax
     import jax.numpy as jnp
 
-    def resize(x, rand):
+    def resize(x, method):
         out = (len(x), *_as_tuple(size, x.ndim - 2), x.shape[-1])
         with jax.default_device(jax.devices("cpu")[0]):
-            return np.asarray(jax.image.resize(jnp.asarray(x, jnp.float32), out, "bilinear"))
+            resized = np.asarray(jax.image.resize(jnp.asarray(x, jnp.float32), out, method))
+        return resized if method == "bilinear" else resized.astype(x.dtype)
 
-    return resize
+    return Op(spatial=lambda x, maps, rand: (resize(x, "bilinear"), [resize(m, "nearest") for m in maps]))
 
 
 def _parse_op(text: str) -> tuple[str, tuple, dict]:
@@ -140,8 +167,31 @@ def _parse_op(text: str) -> tuple[str, tuple, dict]:
     raise ConfigError(f"cannot parse preprocessing op {text.strip()!r}: expected name or name(literal, key=literal)")
 
 
-def build_preprocess(chain: str, spec: DatasetSpec) -> Op:
-    """Compose the ops of ``"op1|op2(args)|..."`` into one ``(images, BatchRandom) -> images`` function."""
+class Preprocess:
+    """The ops of a chain, composed: ``preprocess(images, rand) -> images``, or ``preprocess.batch(batch, rand)``
+    for a batch dict whose per-pixel maps (every key but ``image`` with a spatial shape, e.g. a segmentation's
+    ``label`` of shape ``(n, *spatial)``) follow the images through the spatial ops."""
+
+    def __init__(self, ops: list[Op]):
+        self.ops = ops
+
+    def __call__(self, images: np.ndarray, rand: BatchRandom) -> np.ndarray:
+        return self.batch({"image": images}, rand)["image"]
+
+    def batch(self, batch: dict[str, np.ndarray], rand: BatchRandom) -> dict[str, np.ndarray]:
+        images = batch["image"]
+        dense = [k for k, v in batch.items() if k != "image" and v.ndim == images.ndim - 1]
+        maps = [batch[k][..., None] for k in dense]
+        for op in self.ops:
+            if op.pixels:
+                images = op.pixels(images, rand)
+            else:
+                images, maps = op.spatial(images, maps, rand)
+        return {**batch, "image": images, **{k: m[..., 0] for k, m in zip(dense, maps, strict=True)}}
+
+
+def build_preprocess(chain: str, spec: DatasetSpec) -> Preprocess:
+    """Compose the ops of ``"op1|op2(args)|..."``."""
     ops = []
     for text in filter(str.strip, chain.split("|")):
         name, args, kwargs = _parse_op(text)
@@ -149,10 +199,4 @@ def build_preprocess(chain: str, spec: DatasetSpec) -> Op:
             ops.append(OPS.get(name)(spec, *args, **kwargs))
         except TypeError as error:
             raise ConfigError(f"preprocessing op {text.strip()!r}: {error}") from None
-
-    def apply(images: np.ndarray, rand: BatchRandom) -> np.ndarray:
-        for op in ops:
-            images = op(images, rand)
-        return images
-
-    return apply
+    return Preprocess(ops)

@@ -37,7 +37,11 @@ DATASETS = Registry("dataset")
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """Shape and classes of a dataset, and the statistics ``normalize`` uses: ``(pixel / scale - mean) / std``."""
+    """Shape and classes of a dataset, and the statistics ``normalize`` uses: ``(pixel / scale - mean) / std``.
+
+    ``kind`` says what its labels are: ``"image"``, one per example (an image, a clip, a volume); ``"dense"``, one per
+    pixel (labels ``(N, *spatial)``); ``"graph"``, one per node of a graph (``image_shape`` is then a node's
+    features). A task (``cnn.tasks``) learns from one kind."""
 
     num_classes: int
     image_shape: tuple[int, ...]
@@ -45,6 +49,7 @@ class DatasetSpec:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     splits: tuple[str, ...] = ("train", "test")
+    kind: str = "image"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +136,9 @@ def resolve_data_dir(data_dir: str | None) -> str:
 
 class TfdsSource:
     def __init__(self, name: str, data_dir: str | None = None, manual_dir: str | None = None, download: bool = False,
-                 mock_examples: int = 0, streaming: bool | None = None, workers: int = 0):
-        self.name, self.dataset = name, TFDS_DATASETS[name]
+                 mock_examples: int = 0, streaming: bool | None = None, workers: int = 0,
+                 dataset: TfdsDataset | None = None):
+        self.name, self.dataset = name, dataset or TFDS_DATASETS[name]
         self.spec = self.dataset.spec
         self.data_dir, self.manual_dir, self.download = resolve_data_dir(data_dir), manual_dir, download
         self.mock_examples = mock_examples  # > 0: random examples from tfds.testing.mock_data, for tests

@@ -31,8 +31,8 @@ def main(argv: list[str]) -> int:
 
     metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     if distributed.is_primary():
-        print(f"final eval: accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} "
-              f"({metrics['count']} examples)")
+        scalars = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items() if isinstance(value, float))
+        print(f"final eval: {scalars} ({metrics['count']} examples)")
     return 0
 
 

@@ -14,7 +14,7 @@ import os
 import time
 
 import jax
-import numpy as np
+import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
@@ -150,5 +150,13 @@ class Checkpoints:
         self.manager.close()
 
 
-def to_host(tree):
-    return jax.tree.map(np.asarray, jax.device_get(tree))
+def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, read_only: bool = False) -> Checkpoints:
+    """The checkpoints of the run in ``workdir``, kept as ``config.checkpoint`` says."""
+    return Checkpoints(
+        os.path.join(workdir, "checkpoints"),
+        max_to_keep=config.checkpoint.max_to_keep,
+        best_metric=config.checkpoint.best_metric or None,
+        best_mode=config.checkpoint.best_mode,
+        read_only=read_only,
+    )
+

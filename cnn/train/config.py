@@ -13,6 +13,7 @@ from ml_collections import config_dict
 from cnn.data import DATASETS
 from cnn.errors import ConfigError, UserError
 from cnn.models import MODELS
+from cnn.tasks import TASKS
 from cnn.train.optim import OPTIMIZERS, SCHEDULES
 from cnn.train.precision import policy_of
 
@@ -26,6 +27,8 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
         "seed": 0,
         "dataset": dataset_config(dataset),
+        "task": {"name": "classification",  # cnn.tasks: what a batch holds, the loss, the metrics, the report
+                 "ignore_label": config_dict.placeholder(int)},  # segmentation: a label never learned nor counted
         "model": {"name": model},  # every other key here is a field of the model
         "optimizer": {"name": "momentum", "learning_rate": 0.1, "momentum": 0.9, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
                       "weight_decay": 5e-4, "grad_clip_norm": 0.0,
@@ -71,6 +74,7 @@ def steps_of(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int)
 def validate(config: ml_collections.ConfigDict) -> None:
     """Fail early, with the key named, on values the trainer would only trip over later."""
     DATASETS.get(config.dataset.name)
+    TASKS.get(config.task.name)
     for key in ("train_preprocess", "eval_preprocess"):
         if not isinstance(config.dataset.get(key), str):
             raise ConfigError(f"config.dataset.{key} must be a preprocessing string like 'decode|normalize'")

@@ -1,25 +1,40 @@
-"""What a config builds: the model, optimizer, device mesh and the compiled train and eval steps.
+"""A run's plan: the one place where a config becomes decisions.
 
-Data parallel over every device through a ``jax.sharding.Mesh`` with one axis, ``data``: batches are sharded
-along it, parameters and optimizer state replicated. ``jit`` inserts the gradient all-reduce, and BatchNorm
-statistics are computed over the global batch, so N devices compute what one device would on the same batch.
-With ``optimizer.grad_accum_steps = k`` each of the k microbatches is sharded the same way (``cnn.train.steps``).
-The step computes in ``config.dtype`` (``cnn.train.precision``); the state it updates is float32.
+:func:`plan_training` and :func:`plan_evaluation` turn a config (and a workdir) into a :class:`Plan`: the data
+source and its splits, the task (``cnn.tasks``), the durations (steps per epoch, total steps, eval, checkpoint and
+log intervals), the train stream, the eval batches, the checkpoints and the :class:`Experiment`. The training loop
+then only iterates, and evaluation restores without a schedule.
+
+The :class:`Experiment` holds what the config builds for the devices: the model, the optimizer, the device mesh and
+the compiled train and eval steps. Data parallel over every device through a ``jax.sharding.Mesh`` with one axis,
+``data``: batches are sharded along it (a task whose batch is one graph replicates it), parameters and optimizer
+state replicated. ``jit`` inserts the gradient all-reduce, and BatchNorm statistics are computed over the global
+batch, so N devices compute what one device would on the same batch. With ``optimizer.grad_accum_steps = k`` each
+of the k microbatches is sharded the same way (``cnn.train.steps``). The step computes in ``config.dtype``
+(``cnn.train.precision``); the state it updates is float32.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cnn.data import ArraySplit, BatchRandom, DatasetSpec, build_preprocess, eval_batches
+from cnn.data import BatchRandom, DatasetSpec, build_preprocess, make_source
 from cnn.errors import ConfigError
 from cnn.models import create
+from cnn.tasks import Accumulator, Task, make_task
+from cnn.train.checkpoint import Checkpoints, open_checkpoints
 from cnn.train.config import model_overrides, steps_of, validate
 from cnn.train.optim import make_optimizer, make_schedule
 from cnn.train.precision import LossScale, policy_of
@@ -27,57 +42,94 @@ from cnn.train.state import TrainState, abstract_train_state, create_train_state
 from cnn.train.steps import eval_step, train_step
 
 
+@dataclasses.dataclass(frozen=True)
+class Durations:
+    """How long a run trains and how often it evaluates, checkpoints and logs, in steps."""
+
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    checkpoint_every: int
+    log_every: int
+
+    @classmethod
+    def of(cls, config: ml_collections.ConfigDict, steps_per_epoch: int) -> Durations:
+        return cls(steps_per_epoch, steps_of(config, "num", steps_per_epoch),
+                   steps_of(config, "eval_every", steps_per_epoch),
+                   steps_of(config, "checkpoint_every", steps_per_epoch), config.log_every_steps)
+
+
 class Experiment:
-    def __init__(self, config: ml_collections.ConfigDict, spec: DatasetSpec, steps_per_epoch: int):
+    """The model, optimizer, mesh and compiled steps of ``config`` for a dataset of ``spec``. Without
+    ``durations`` it can restore and evaluate but not train (no schedule: the optimizer state's structure does not
+    depend on it)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, spec: DatasetSpec, durations: Durations | None = None,
+                 task: Task | None = None):
         validate(config)
-        self.config, self.spec = config, spec
+        self.config, self.spec, self.durations = config, spec, durations
+        self.task: Task = task or make_task(config, spec)
+        if config.checkpoint.best_metric and config.checkpoint.best_metric not in self.task.metrics:
+            raise ConfigError(f"config.checkpoint.best_metric={config.checkpoint.best_metric!r} is not a metric of "
+                              f"task {self.task.name!r} on this dataset; choose from {sorted(self.task.metrics)} "
+                              "(or '' for none)")
         self.train_preprocess = build_preprocess(config.dataset.train_preprocess, spec)
         self.eval_preprocess = build_preprocess(config.dataset.eval_preprocess, spec)
-        self.model = create(config.model.name, num_classes=self.spec.num_classes, **model_overrides(config))
-        self.steps_per_epoch = steps_per_epoch
-        self.total_steps = steps_of(config, "num", steps_per_epoch)
-        self.schedule = make_schedule(config, self.total_steps, steps_per_epoch)
+        self.model = create(config.model.name, num_classes=spec.num_classes, **model_overrides(config))
+        if durations is None:
+            self.schedule = optax.constant_schedule(config.optimizer.learning_rate)
+        else:
+            self.schedule = make_schedule(config, durations.total_steps, durations.steps_per_epoch)
         self.tx = make_optimizer(config, self.schedule)
         self.policy = policy_of(config.dtype)
-        # The model sees preprocessed images, whose shape the ops may change (pad, crop, resize).
-        sample = np.zeros((1, *self.spec.image_shape), np.uint8)
-        self.input_shape = self.eval_preprocess(sample, BatchRandom((config.seed, 0), 1)).shape
+        # The model sees preprocessed examples, whose shape the ops may change (pad, crop, resize).
+        self.sample_input = self.task.sample_input(
+            self.eval_preprocess.batch(self.task.sample_batch(), BatchRandom((config.seed, 0), 1)))
 
         self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
+        self.replicated = NamedSharding(self.mesh, P())
         devices = self.mesh.size
-        if config.batch_size % devices:
-            raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the {devices} devices")
         accum = config.optimizer.grad_accum_steps
-        if (config.batch_size // accum) % devices:
-            raise ConfigError(f"config.batch_size={config.batch_size} / config.optimizer.grad_accum_steps={accum} = "
-                              f"{config.batch_size // accum} examples per microbatch must be divisible by the "
-                              f"{devices} devices")
-        self.eval_batch_size = -(-config.eval_batch_size // devices) * devices
-        self.data_sharding = NamedSharding(self.mesh, P("data"))
+        if self.task.shard_batch:
+            if config.batch_size % devices:
+                raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the {devices} devices")
+            if (config.batch_size // accum) % devices:
+                raise ConfigError(f"config.batch_size={config.batch_size} / config.optimizer.grad_accum_steps={accum} "
+                                  f"= {config.batch_size // accum} examples per microbatch must be divisible by the "
+                                  f"{devices} devices")
+            self.eval_batch_size = -(-config.eval_batch_size // devices) * devices
+            self.data_sharding = NamedSharding(self.mesh, P("data"))
+        else:
+            if accum != 1:
+                raise ConfigError(f"config.optimizer.grad_accum_steps={accum}: task {self.task.name!r} trains on one "
+                                  "whole batch (a graph) that cannot be split into microbatches; set it to 1")
+            self.eval_batch_size = config.eval_batch_size
+            self.data_sharding = self.replicated
         self.microbatch_sharding = NamedSharding(self.mesh, P(None, "data"))  # (k, B/k, ...): k unsharded
         # A loop over microbatches is 60x slower on XLA:CPU (see cnn.train.steps); a field, so benchmarks can set it.
         self.unroll_microbatches = jax.default_backend() == "cpu"
-        self.replicated = NamedSharding(self.mesh, P())
 
     def _loss_scale(self) -> LossScale | None:
         return LossScale.create() if self.policy.loss_scaling else None
 
     def init_state(self) -> TrainState:
         # One compiled program: initializing op by op compiles dozens of small ones (seconds at every launch).
-        create = functools.partial(create_train_state, self.model, self.tx, self.input_shape, self.config.seed)
+        create = functools.partial(create_train_state, self.model, self.tx, self.sample_input, self.config.seed)
         return jax.jit(create, out_shardings=self.replicated)(self._loss_scale())
 
     def abstract_state(self) -> TrainState:
         return jax.tree.map(
             lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=self.replicated),
-            abstract_train_state(self.model, self.tx, self.input_shape, self.config.seed, self._loss_scale()),
+            abstract_train_state(self.model, self.tx, self.sample_input, self.config.seed, self._loss_scale()),
         )
 
     @functools.cached_property
     def train_step(self):
         """``(state, batch, key) -> (state, metrics)``, compiled; state buffers donated off CPU."""
+        if self.durations is None:
+            raise RuntimeError("an Experiment built without durations (for evaluation) cannot train")
         step = functools.partial(
-            train_step, schedule=self.schedule, label_smoothing=self.config.label_smoothing, policy=self.policy,
+            train_step, schedule=self.schedule, task=self.task, policy=self.policy,
             grad_accum_steps=self.config.optimizer.grad_accum_steps, microbatch_sharding=self.microbatch_sharding,
             unroll_microbatches=self.unroll_microbatches,
         )
@@ -91,26 +143,80 @@ class Experiment:
 
     @functools.cached_property
     def eval_step(self):
-        step = functools.partial(eval_step, num_classes=self.spec.num_classes, policy=self.policy)
-        return jax.jit(step, in_shardings=(self.replicated, self.data_sharding), out_shardings=self.replicated)
+        step = functools.partial(eval_step, task=self.task, policy=self.policy)
+        return jax.jit(step, in_shardings=(self.replicated, self.data_sharding),
+                       out_shardings=(self.replicated, self.data_sharding))
 
     def to_device(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """Assemble the global batch from every process's local part."""
+        """Assemble the global batch from every process's local part (a replicated batch: every process's copy)."""
+        if not self.task.shard_batch:
+            return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.replicated, x, x.shape),
+                                local_batch)
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.data_sharding, x), local_batch)
 
-    def evaluate(self, state: TrainState, split: ArraySplit) -> dict:
-        """Exact metrics over the whole split (padding of the last batch masked out)."""
-        totals = None
-        batches = eval_batches(split, self.eval_preprocess, self.eval_batch_size, jax.process_index(),
-                               jax.process_count())
-        for batch in batches:
-            sums = self.eval_step(state, self.to_device(batch))
-            totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-        totals = jax.device_get(totals)
-        count = round(float(totals["count"]))
-        return {
-            "accuracy": float(totals["correct"]) / count,
-            "loss": float(totals["loss_sum"]) / count,
-            "count": count,
-            "confusion": np.rint(totals["confusion"]).astype(np.int64),
-        }
+    def eval_batches(self, split: Any) -> Iterator[dict[str, np.ndarray]]:
+        return self.task.eval_batches(split, self.eval_preprocess, self.eval_batch_size, jax.process_index(),
+                                      jax.process_count())
+
+    def evaluate(self, state: TrainState, split: Any, keep_examples: bool = False,
+                 keep_first: int = 0) -> tuple[dict, Accumulator]:
+        """The task's metrics over the whole split (the padding of the last batch masked out), and the totals
+        they came from (per-example outputs too, in split order, when ``keep_examples`` or the task needs them)."""
+        totals = Accumulator(keep_examples or self.task.needs_examples, keep_first)
+        for batch in self.eval_batches(split):
+            sums, examples = self.eval_step(state, self.to_device(batch))
+            totals.add(jax.device_get(sums), _to_host(examples) if totals.wants_examples else None)
+        return self.task.result(totals), totals
+
+
+def _to_host(tree: Any) -> Any:
+    """Every process gets the whole of each (sharded) array."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything a run needs, decided from its config (see the module docstring)."""
+
+    config: ml_collections.ConfigDict
+    experiment: Experiment
+    checkpoints: Checkpoints
+    eval_split: Any
+    eval_split_name: str
+    durations: Durations | None = None
+    train_stream: Any = None
+
+    @property
+    def task(self) -> Task:
+        return self.experiment.task
+
+
+def plan_training(config: ml_collections.ConfigDict, workdir: str) -> Plan:
+    validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    source = make_source(config.dataset)
+    train_split = source.load(config.dataset.train_split)
+    eval_split = source.load(config.dataset.eval_split)
+    task = make_task(config, source.spec)
+    for name, split in ((config.dataset.train_split, train_split), (config.dataset.eval_split, eval_split)):
+        task.check_split(split, name)
+    durations = Durations.of(config, task.steps_per_epoch(train_split, config.batch_size))
+    exp = Experiment(config, source.spec, durations, task)
+    stream = task.train_stream(train_split, exp.train_preprocess, config.batch_size, config.seed,
+                                   jax.process_index(), jax.process_count())
+    task.check_batch(stream.batch(0))
+    return Plan(config, exp, open_checkpoints(config, workdir), eval_split, config.dataset.eval_split, durations,
+                stream)
+
+
+def plan_evaluation(config: ml_collections.ConfigDict, workdir: str, split: str | None = None) -> Plan:
+    """A restore-only plan: the model and the eval split, no schedule, the checkpoints read-only."""
+    validate(config)
+    split = split or config.dataset.eval_split
+    source = make_source(config.dataset)
+    data = source.load(split)
+    exp = Experiment(config, source.spec)
+    exp.task.check_split(data, split)
+    return Plan(config, exp, open_checkpoints(config, workdir, read_only=True), data, split)

@@ -8,7 +8,6 @@ Inf loss stops training, naming its step, before any non-finite state is saved.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -17,23 +16,11 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from cnn.data import TrainStream, make_source
 from cnn.errors import NonFiniteLossError
-from cnn.train.checkpoint import Checkpoints
-from cnn.train.config import save_config, steps_of, validate
+from cnn.train.config import save_config
 from cnn.train.distributed import is_primary
-from cnn.train.experiment import Experiment
+from cnn.train.experiment import plan_training
 from cnn.train.metrics import MetricWriter
-
-
-def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, read_only: bool = False) -> Checkpoints:
-    return Checkpoints(
-        os.path.join(workdir, "checkpoints"),
-        max_to_keep=config.checkpoint.max_to_keep,
-        best_metric=config.checkpoint.best_metric or None,
-        best_mode=config.checkpoint.best_mode,
-        read_only=read_only,
-    )
 
 
 def _mean_and_check(pending: list[tuple[int, dict]]) -> dict[str, float]:
@@ -47,22 +34,15 @@ def _mean_and_check(pending: list[tuple[int, dict]]) -> dict[str, float]:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return the final eval metrics."""
-    validate(config)
-    os.makedirs(workdir, exist_ok=True)
-    source = make_source(config.dataset)
-    train_split, eval_split = source.load(config.dataset.train_split), source.load(config.dataset.eval_split)
-    exp = Experiment(config, source.spec, steps_per_epoch=max(len(train_split) // config.batch_size, 1))
-    stream = TrainStream(train_split, exp.train_preprocess, config.batch_size, config.seed, jax.process_index(),
-                         jax.process_count())
-    eval_every = steps_of(config, "eval_every", exp.steps_per_epoch)
-    checkpoint_every = steps_of(config, "checkpoint_every", exp.steps_per_epoch)
+    plan = plan_training(config, workdir)
+    exp, task, durations, stream, checkpoints = (plan.experiment, plan.task, plan.durations, plan.train_stream,
+                                                 plan.checkpoints)
     primary = is_primary()  # the one process that writes config.json, logs, metrics and the progress bar
     if primary:
         save_config(config, workdir)
         devices = jax.devices()
         print(f"training on {len(devices)} {devices[0].platform} device{'s' if len(devices) > 1 else ''} "
               f"({jax.process_count()} process(es))", file=sys.stderr)
-    checkpoints = open_checkpoints(config, workdir)
     state, start = checkpoints.restore_latest(exp.abstract_state())
     if state is None:
         state = exp.init_state()
@@ -71,18 +51,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer = MetricWriter(workdir, resume_step=start)
     key = jax.device_put(jax.random.PRNGKey(config.seed), exp.replicated)
     final = None
-    bar = tqdm(total=exp.total_steps, initial=start, desc="train", unit="step", mininterval=1.0,
+    total = durations.total_steps
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", mininterval=1.0,
                disable=not primary, file=sys.stderr, dynamic_ncols=True)
     try:
         pending: list[tuple[int, dict]] = []
         interval_start, wait_start = time.perf_counter(), stream.wait_seconds
-        for step, batch in zip(range(start, exp.total_steps), stream.iterate(start, exp.total_steps), strict=True):
+        for step, batch in zip(range(start, total), stream.iterate(start, total), strict=True):
             state, metrics = exp.train_step(state, exp.to_device(batch), key)
             done = step + 1
             pending.append((done, metrics))
-            last = done == exp.total_steps
-            evaluate, save = last or done % eval_every == 0, last or done % checkpoint_every == 0
-            if not (last or evaluate or save or done % config.log_every_steps == 0):
+            last = done == total
+            evaluate, save = last or done % durations.eval_every == 0, last or done % durations.checkpoint_every == 0
+            if not (last or evaluate or save or done % durations.log_every == 0):
                 continue
             summary = _mean_and_check(pending)
             elapsed = time.perf_counter() - interval_start
@@ -91,20 +72,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             summary["data_wait_fraction"] = (stream.wait_seconds - wait_start) / elapsed
             writer.write(done, "train", summary)
             bar.update(len(pending))
-            bar.set_postfix(loss=f"{summary['loss']:.4f}", acc=f"{summary['accuracy']:.3f}", refresh=False)
+            bar.set_postfix({"loss": f"{summary['loss']:.4f}",
+                             task.progress_metric: f"{summary[task.progress_metric]:.3f}"}, refresh=False)
             pending = []
             eval_metrics = None
             if evaluate:
-                final = exp.evaluate(state, eval_split)
-                eval_metrics = {k: final[k] for k in ("accuracy", "loss")}
+                final, _ = exp.evaluate(state, plan.eval_split)
+                eval_metrics = {name: final[name] for name in task.metrics}
                 writer.write(done, "eval", eval_metrics)
                 if primary:  # tqdm.write prints even for a disabled bar
-                    bar.write(f"step {done}: eval accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f}")
+                    bar.write(f"step {done}: eval {task.summary(final)}")
             if save:
                 checkpoints.save(done, state, metrics=eval_metrics)
             interval_start, wait_start = time.perf_counter(), stream.wait_seconds
         if final is None:  # nothing left to train: report the restored state
-            final = exp.evaluate(state, eval_split)
+            final, _ = exp.evaluate(state, plan.eval_split)
     finally:
         bar.close()
         checkpoints.wait()

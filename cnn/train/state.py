@@ -26,12 +26,15 @@ class TrainState(train_state.TrainState):
 def create_train_state(
     model: nn.Module,
     tx: optax.GradientTransformation,
-    input_shape: tuple[int, ...],
+    sample_input: tuple[int, ...] | Any,
     seed: int,
     loss_scale: LossScale | None = None,
 ) -> TrainState:
-    """Initialize float32 parameters from ``seed`` on a dummy batch of ``input_shape`` (batch axis included)."""
-    variables = model.init(jax.random.PRNGKey(seed), jnp.zeros(input_shape, jnp.float32), train=False)
+    """Initialize float32 parameters from ``seed`` on ``sample_input``: example inputs of the model, or the shape
+    of an image batch (batch axis included) to initialize on zeros of."""
+    if isinstance(sample_input, tuple) and all(isinstance(n, int) for n in sample_input):
+        sample_input = jnp.zeros(sample_input, jnp.float32)
+    variables = model.init(jax.random.PRNGKey(seed), sample_input, train=False)
     params = variables.pop("params") if isinstance(variables, dict) else variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=model_state,
@@ -41,9 +44,9 @@ def create_train_state(
 def abstract_train_state(
     model: nn.Module,
     tx: optax.GradientTransformation,
-    input_shape: tuple[int, ...],
+    sample_input: tuple[int, ...] | Any,
     seed: int,
     loss_scale: LossScale | None = None,
 ) -> TrainState:
     """Shapes and dtypes of the state without computing it (for restoring checkpoints)."""
-    return jax.eval_shape(lambda: create_train_state(model, tx, input_shape, seed, loss_scale))
+    return jax.eval_shape(lambda: create_train_state(model, tx, sample_input, seed, loss_scale))

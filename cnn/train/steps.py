@@ -24,32 +24,25 @@ then keeps most microbatches' activations anyway; elsewhere it stays a loop.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Sharding
 
+from cnn.tasks import Task
 from cnn.train.precision import Policy, all_finite
 from cnn.train.state import TrainState
 
 FULL_PRECISION = Policy()
 
 
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float = 0.0) -> jnp.ndarray:
-    """Per-example cross-entropy against one-hot labels smoothed towards uniform by ``label_smoothing``."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
-
-
-def _apply(state: TrainState, params, model_state, images, policy: Policy, *, train: bool, rng=None):
-    """Forward pass in the compute dtype; returns float32 logits and, when training, the updated mutable
+def _apply(state: TrainState, params, model_state, inputs, policy: Policy, *, train: bool, rng=None):
+    """Forward pass in the compute dtype; returns float32 outputs and, when training, the updated mutable
     collections (BatchNorm keeps them float32)."""
     variables = {"params": policy.cast_to_compute(params), **model_state}
     mutable = list(model_state) if train and model_state else False
     rngs = {"dropout": rng} if rng is not None else None
-    out = state.apply_fn(variables, policy.cast_to_compute(images), train=train, rngs=rngs, mutable=mutable)
+    out = state.apply_fn(variables, policy.cast_to_compute(inputs), train=train, rngs=rngs, mutable=mutable)
     logits, model_state = out if mutable else (out, model_state)
     return policy.cast_to_output(logits), model_state
 
@@ -70,14 +63,14 @@ def train_step(
     base_key: jax.Array,
     *,
     schedule: optax.Schedule,
-    label_smoothing: float,
+    task: Task,
     policy: Policy = FULL_PRECISION,
     grad_accum_steps: int = 1,
     microbatch_sharding: Sharding | None = None,
     unroll_microbatches: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer update on one global batch; the dropout key is ``fold_in(base_key, step)`` so a resume
-    replays it. ``microbatch_sharding`` places the ``(k, B/k, ...)`` microbatches (the batch axis over the
+    """One optimizer update on one global batch, of ``task``'s loss; the dropout key is ``fold_in(base_key, step)``
+    so a resume replays it. ``microbatch_sharding`` places the ``(k, B/k, ...)`` microbatches (the batch axis over the
     devices); ``None`` leaves it to the compiler. ``unroll_microbatches`` compiles the k microbatches as straight
     code instead of a loop: the same arithmetic in the same order, faster on XLA:CPU, without the memory saving."""
     rng = jax.random.fold_in(base_key, state.step)
@@ -87,17 +80,15 @@ def train_step(
         """Gradients of the (scaled) mean loss of one microbatch, the updated model state, and its metrics."""
 
         def loss_fn(params):
-            logits, new_model_state = _apply(state, params, model_state, microbatch["image"], policy, train=True,
-                                             rng=key)
-            loss = cross_entropy(logits, microbatch["label"], label_smoothing).mean()
-            accuracy = jnp.mean(jnp.argmax(logits, -1) == microbatch["label"])
+            outputs, new_model_state = _apply(state, params, model_state, task.model_input(microbatch), policy,
+                                              train=True, rng=key)
+            loss, metrics = task.loss(outputs, microbatch)
             scaled = loss if loss_scale is None else loss_scale.scale_loss(loss)
-            return scaled, (new_model_state, {"loss": loss, "accuracy": accuracy})
+            return scaled, (new_model_state, metrics)
 
         grads, (new_model_state, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
         return grads, new_model_state, metrics
 
-    batch = {"image": batch["image"], "label": batch["label"]}  # what the loss reads; the only keys split
     if grad_accum_steps == 1:
         grads, model_state, metrics = gradients(state.model_state, batch, rng)
     else:
@@ -139,16 +130,8 @@ def train_step(
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *, num_classes: int,
-              policy: Policy = FULL_PRECISION) -> dict[str, Any]:
-    """Sums over the real examples of a (possibly padded) batch: loss, correct count, count, confusion matrix."""
-    logits, _ = _apply(state, state.params, state.model_state, batch["image"], policy, train=False)
-    mask = batch["mask"]
-    predictions = jnp.argmax(logits, -1)
-    confusion = jnp.zeros((num_classes, num_classes), jnp.float32).at[batch["label"], predictions].add(mask)
-    return {
-        "loss_sum": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
-        "correct": jnp.sum((predictions == batch["label"]) * mask),
-        "count": jnp.sum(mask),
-        "confusion": confusion,
-    }
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task,
+              policy: Policy = FULL_PRECISION) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """``task``'s sums over the real examples of a (possibly padded) batch, and its per-example outputs."""
+    outputs, _ = _apply(state, state.params, state.model_state, task.model_input(batch), policy, train=False)
+    return task.eval_sums(outputs, batch), task.eval_examples(outputs, batch)
