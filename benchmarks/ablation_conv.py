@@ -36,7 +36,7 @@ from cnn.layers import CONV_TYPES  # noqa: E402
 from cnn.models import create  # noqa: E402
 from cnn.tools.macs import count_macs, count_params  # noqa: E402
 from cnn.train.config import load_config_file, model_overrides  # noqa: E402
-from cnn.train.experiment import Experiment  # noqa: E402
+from cnn.train.experiment import Durations, Experiment  # noqa: E402
 from cnn.train.loop import train_and_evaluate  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "ablation_conv.py")
@@ -54,9 +54,9 @@ def kind_config(config_path: str, kind: str, seed: int, num_steps: int | None):
 
 def step_ms(config, spec) -> float:
     """Median milliseconds of one compiled train step on a fixed batch (after a compiling warm-up step)."""
-    exp = Experiment(config, spec, steps_per_epoch=1)
+    exp = Experiment(config, spec, Durations.of(config, steps_per_epoch=1))
     state, key = exp.init_state(), jax.random.PRNGKey(0)
-    batch = exp.to_device({"image": np.zeros((config.batch_size, *exp.input_shape[1:]), np.float32),
+    batch = exp.to_device({"image": np.zeros((config.batch_size, *exp.sample_input.shape[1:]), np.float32),
                            "label": np.zeros(config.batch_size, np.int32)})
     times = []
     for _ in range(TIMED_STEPS + 1):

@@ -29,9 +29,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from cnn.data import ArraySplit, TrainStream, build_preprocess, make_source  # noqa: E402
+from cnn.data import ArraySplit, DatasetSpec, TrainStream, build_preprocess, make_source  # noqa: E402
 from cnn.data.sources import TFDS_DATASETS  # noqa: E402
 from cnn.models import MODELS, create  # noqa: E402
+from cnn.tasks import make_task  # noqa: E402
+from cnn.train.config import base_config  # noqa: E402
 from cnn.train.state import create_train_state  # noqa: E402
 from cnn.train.steps import train_step  # noqa: E402
 
@@ -57,7 +59,8 @@ def step_rate(model: str, shape: tuple[int, ...], batch: int, steps: int = 5) ->
     rng = np.random.default_rng(0)
     data = {"image": rng.normal(size=(batch, *shape)).astype(np.float32),
             "label": rng.integers(0, 10, batch).astype(np.int32)}
-    step = jax.jit(functools.partial(train_step, schedule=lambda s: 0.01, label_smoothing=0.0))
+    task = make_task(base_config("digits", model), DatasetSpec(10, shape))  # plain classification
+    step = jax.jit(functools.partial(train_step, schedule=lambda s: 0.01, task=task))
     key = jax.random.PRNGKey(0)
     state, metrics = step(state, data, key)
     jax.block_until_ready(metrics)

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from benchmarks.timing import OtherLoad, load_average, table  # noqa: E402
 from cnn.data import DatasetSpec  # noqa: E402
 from cnn.train.config import base_config  # noqa: E402
-from cnn.train.experiment import Experiment  # noqa: E402
+from cnn.train.experiment import Durations, Experiment  # noqa: E402
 
 # (model, overrides, image side, batch): the zoo at the sizes it is used at.
 CASES = {
@@ -56,7 +56,8 @@ class Variant:
         config.model.update(overrides)
         config.update({"dtype": dtype, "batch_size": batch, "num_steps": 1000, "num_epochs": 0.0})
         config.optimizer.grad_accum_steps = accum
-        exp = Experiment(config, DatasetSpec(num_classes=10, image_shape=(image, image, 3)), steps_per_epoch=100)
+        exp = Experiment(config, DatasetSpec(num_classes=10, image_shape=(image, image, 3)),
+                         Durations.of(config, steps_per_epoch=100))
         if loop is not None:
             exp.unroll_microbatches = not loop
         self.loop, self.batch, self.times = accum > 1 and not exp.unroll_microbatches, batch, []

@@ -33,12 +33,12 @@ import numpy as np  # noqa: E402
 def pipeline_throughput(config_path: str, steps: int) -> dict:
     from cnn.data import TrainStream, make_source
     from cnn.train.config import load_config_file
-    from cnn.train.experiment import Experiment
+    from cnn.train.experiment import Durations, Experiment
 
     config = load_config_file(config_path)
     source = make_source(config.dataset)
     split = source.load(config.dataset.train_split)
-    exp = Experiment(config, source.spec, steps_per_epoch=len(split) // config.batch_size)
+    exp = Experiment(config, source.spec, Durations.of(config, len(split) // config.batch_size))
     stream = TrainStream(split, exp.train_preprocess, config.batch_size, config.seed)
     state, key = exp.init_state(), jax.device_put(jax.random.PRNGKey(0), exp.replicated)
 
@@ -80,7 +80,10 @@ def conv_step_time(model: str, overrides: dict, batch: int, image: int, steps: i
 
     import optax
 
+    from cnn.data import DatasetSpec
     from cnn.models import create
+    from cnn.tasks import make_task
+    from cnn.train.config import base_config
     from cnn.train.state import create_train_state
     from cnn.train.steps import train_step
 
@@ -89,7 +92,8 @@ def conv_step_time(model: str, overrides: dict, batch: int, image: int, steps: i
     rng = np.random.default_rng(0)
     data = {"image": rng.normal(size=(batch, image, image, 3)).astype(np.float32),
             "label": rng.integers(0, 10, size=batch).astype(np.int32)}
-    step = jax.jit(functools.partial(train_step, schedule=lambda s: 0.01, label_smoothing=0.0))
+    task = make_task(base_config("digits", model), DatasetSpec(10, (image, image, 3)))  # plain classification
+    step = jax.jit(functools.partial(train_step, schedule=lambda s: 0.01, task=task))
     key = jax.random.PRNGKey(0)
     state, metrics = step(state, data, key)
     jax.block_until_ready(metrics)

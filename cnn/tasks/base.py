@@ -133,9 +133,10 @@ class Task:
         """One line for the terminal."""
         return ", ".join(f"{name} {result[name]:.4f}" for name in self.metrics)
 
-    def write_report(self, result: dict[str, Any], totals: Accumulator, path_stem: str, title: str) -> list[str]:
-        """Pictures beside ``eval_<step>.json`` (``path_stem``: its path without ``.json``); returns their paths.
-        ``totals`` holds the first ``report_examples`` examples' outputs."""
+    def write_report(self, result: dict[str, Any], totals: Accumulator, directory: str, step: int,
+                     title: str) -> list[str]:
+        """Pictures beside ``eval_<step>.json`` in ``directory``; returns their paths. ``totals`` holds the first
+        ``report_examples`` examples' outputs."""
         return []
 
     def predictions(self, totals: Accumulator) -> dict[str, np.ndarray]:

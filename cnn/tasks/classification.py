@@ -9,6 +9,7 @@ U / (P·N)) of the positive class's softmax score for two-class problems.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import jax
@@ -115,8 +116,8 @@ class Classification(Task):
             result["roc_auc"] = roc_auc(np.asarray(scores), examples["label"] == 1)
         return result
 
-    def write_report(self, result, totals, path_stem, title):
-        path = f"{path_stem.replace('eval_', 'confusion_')}.png"
+    def write_report(self, result, totals, directory, step, title):
+        path = os.path.join(directory, f"confusion_{step}.png")
         plot_confusion(result["confusion"], path, title=f"{title}: accuracy {result['accuracy']:.4f}")
         return [path]
 

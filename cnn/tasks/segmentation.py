@@ -15,6 +15,7 @@ prediction: a class absent from both has no IoU); the loss, unweighted, per coun
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import jax
@@ -120,9 +121,9 @@ class Segmentation(Task):
             "confusion": confusion,
         }
 
-    def write_report(self, result, totals, path_stem, title):
+    def write_report(self, result, totals, directory, step, title):
         first = totals.stacked()
-        path = f"{path_stem.replace('eval_', 'segmentation_')}.png"
+        path = os.path.join(directory, f"segmentation_{step}.png")
         plot_segmentation(first["image"][: self.report_examples], first["label"][: self.report_examples],
                           first["pred"][: self.report_examples], self.num_classes, self.ignore_label, path,
                           title=f"{title}: mean IoU {result['mean_iou']:.4f}")

@@ -54,10 +54,9 @@ def evaluate_checkpoints(workdir: str, step: int | None = None, all_steps: bool 
             result = {"step": chosen, "split": plan.eval_split_name, "task": task.name,
                       **{k: _json_ready(v) for k, v in metrics.items()}}
             if is_primary():  # every process computed the same totals; one writes them
-                stem = os.path.join(workdir, f"eval_{chosen}")
-                with open(f"{stem}.json", "w") as f:
+                with open(os.path.join(workdir, f"eval_{chosen}.json"), "w") as f:
                     json.dump(result, f, indent=1)
-                task.write_report(metrics, totals, f"{stem}",
+                task.write_report(metrics, totals, workdir, chosen,
                                   title=f"{config.dataset.name} {plan.eval_split_name}, step {chosen}")
                 if save_predictions:
                     np.savez_compressed(os.path.join(workdir, f"predictions_{chosen}.npz"),

@@ -13,9 +13,9 @@ import pytest
 from cnn.data import ArraySplit, TrainStream, eval_batches, make_source
 from cnn.errors import ConfigError
 from cnn.registry import Registry
+from cnn.tasks.classification import cross_entropy
 from cnn.train.config import steps_of
 from cnn.train.optim import make_optimizer, make_schedule
-from cnn.train.steps import cross_entropy
 from configs.default import get_config
 
 

@@ -19,8 +19,10 @@ import numpy as np
 import optax
 import pytest
 
+from cnn.data import DatasetSpec
 from cnn.errors import ConfigError
 from cnn.models import create
+from cnn.tasks import make_task
 from cnn.train.config import validate
 from cnn.train.state import TrainState, create_train_state
 from cnn.train.steps import train_step
@@ -29,6 +31,8 @@ from tests.harness.conftest import ROOT
 
 LEARNING_RATE = 0.1
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}  # float32 sums of the same terms in another order
+
+TASK = make_task(get_config("runlocal"), DatasetSpec(num_classes=10, image_shape=(8, 8, 1)))  # plain classification
 
 
 def reference_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -41,7 +45,7 @@ def momentum_sgd() -> optax.GradientTransformation:
 
 
 def one_step(state, batch, k: int, key=None, unroll: bool = False):
-    step = functools.partial(train_step, schedule=optax.constant_schedule(LEARNING_RATE), label_smoothing=0.0,
+    step = functools.partial(train_step, schedule=optax.constant_schedule(LEARNING_RATE), task=TASK,
                              grad_accum_steps=k, unroll_microbatches=unroll)
     return jax.jit(step)(state, batch, jax.random.PRNGKey(0) if key is None else key)
 
@@ -162,8 +166,9 @@ FOUR_DEVICE_SCRIPT = """
 import functools, json, re
 import jax, numpy as np
 from cnn.data import DatasetSpec
+from cnn.data import DatasetSpec
 from cnn.errors import ConfigError
-from cnn.train.experiment import Experiment
+from cnn.train.experiment import Durations, Experiment
 from cnn.train.steps import train_step
 from configs.default import get_config
 from tests.harness.test_grad_accum import random_state
@@ -174,16 +179,16 @@ spec = DatasetSpec(num_classes=10, image_shape=(8, 8, 1))
 rng = np.random.default_rng(0)
 batch = {"image": rng.normal(size=(16, 8, 8, 1)).astype(np.float32), "label": rng.integers(0, 10, 16).astype(np.int32)}
 key = jax.random.PRNGKey(0)
-state = random_state(Experiment(config, spec, steps_per_epoch=10).model, (1, 8, 8, 1))
+state = random_state(Experiment(config, spec, Durations.of(config, 10)).model, (1, 8, 8, 1))
 pick = lambda s: jax.tree.map(np.asarray, {"params": s.params, "stats": s.model_state})
 report, single = {"devices": jax.device_count()}, None
 for unroll in (True, False):
-    exp = Experiment(config, spec, steps_per_epoch=10)
+    exp = Experiment(config, spec, Durations.of(config, 10))
     exp.unroll_microbatches = unroll
     compiled = exp.train_step.lower(state, exp.to_device(batch), key).compile()
     sharded = compiled(state, exp.to_device(batch), jax.device_put(key, exp.replicated))[0]
     if single is None:
-        plain = functools.partial(train_step, schedule=exp.schedule, label_smoothing=0.0, grad_accum_steps=4)
+        plain = functools.partial(train_step, schedule=exp.schedule, task=exp.task, grad_accum_steps=4)
         single = jax.jit(plain)(*jax.device_put((state, batch, key), jax.devices()[0]))[0]
     diff = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b) / (1e-5 + np.abs(b)))), pick(sharded), pick(single))
     report[f"unroll={unroll}"] = {
@@ -193,7 +198,7 @@ for unroll in (True, False):
     }
 config.batch_size = 8
 try:
-    Experiment(config, spec, steps_per_epoch=10)
+    Experiment(config, spec, Durations.of(config, 10))
 except ConfigError as e:
     report["error"] = str(e)
 print(json.dumps(report))

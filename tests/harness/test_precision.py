@@ -19,12 +19,13 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from cnn.data import TrainStream, make_source
+from cnn.data import DatasetSpec, TrainStream, make_source
 from cnn.errors import ConfigError
 from cnn.models import create
+from cnn.tasks import make_task
 from cnn.train.checkpoint import Checkpoints
 from cnn.train.config import validate
-from cnn.train.experiment import Experiment
+from cnn.train.experiment import Durations, Experiment
 from cnn.train.loop import train_and_evaluate
 from cnn.train.precision import LossScale, all_finite, policy_of
 from cnn.train.state import abstract_train_state
@@ -34,6 +35,8 @@ from tests.harness.conftest import ROOT, cli_env, train_args
 from tests.harness.test_reliability import assert_trees_equal
 
 LOW_PRECISION = ["bfloat16", "float16"]
+
+TASK = make_task(get_config("runlocal"), DatasetSpec(num_classes=10, image_shape=(8, 8, 1)))  # plain classification
 
 
 def test_loss_scale_update_rule_by_hand():
@@ -94,13 +97,13 @@ def test_steps_compute_in_the_compute_dtype_and_keep_float32_state(dtype, accum)
     loss_scale = LossScale.create() if policy.loss_scaling else None
     state = abstract_train_state(model, optax.sgd(0.1), (1, 8, 8, 1), seed=0, loss_scale=loss_scale)  # shapes only
     batch = {"image": jnp.ones((4, 8, 8, 1)), "label": jnp.zeros(4, jnp.int32), "mask": jnp.ones(4)}
-    step = functools.partial(train_step, schedule=optax.constant_schedule(0.1), label_smoothing=0.0, policy=policy,
+    step = functools.partial(train_step, schedule=optax.constant_schedule(0.1), task=TASK, policy=policy,
                              grad_accum_steps=accum)
     jaxpr = jax.make_jaxpr(step)(state, batch, jax.random.PRNGKey(0))
     products = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name in ("conv_general_dilated", "dot_general")]
     assert len(products) >= 3 * 4 + 2  # forward, input and weight gradients of the 4 convolutions; the dense layer
     assert {str(v.aval.dtype) for e in products for v in (*e.invars, *e.outvars)} == {dtype}
-    evaluate = functools.partial(eval_step, num_classes=10, policy=policy)
+    evaluate = functools.partial(eval_step, task=TASK, policy=policy)
     eval_products = [e for e in _equations(jax.make_jaxpr(evaluate)(state, batch).jaxpr)
                      if e.primitive.name in ("conv_general_dilated", "dot_general")]
     assert len(eval_products) == 5 and {str(v.aval.dtype) for e in eval_products for v in e.invars} == {dtype}
@@ -118,7 +121,7 @@ def experiment(tfds_dir):
         config = get_config("runlocal")
         config.dataset.data_dir, config.dtype = tfds_dir, dtype
         source = make_source(config.dataset)
-        exp = Experiment(config, source.spec, steps_per_epoch=22)
+        exp = Experiment(config, source.spec, Durations.of(config, steps_per_epoch=22))
         return exp, TrainStream(source.load("train"), exp.train_preprocess, config.batch_size, config.seed)
 
     return build
