@@ -25,7 +25,6 @@ from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
-from ml_collections import config_dict
 
 from cnn.data.checksums import verify
 from cnn.data.streaming import StreamingSplit, fit_image
@@ -346,28 +345,6 @@ DATASETS.register("numpy", lambda c: NumpySource(c.get("path")))
 DATASETS.register("image_folder", lambda c: ImageFolderSource(c.get("path"), c.get("image_size") or (32, 32),
                                                               c.get("channels") or 3, c.get("streaming"),
                                                               c.get("num_workers") or 0))
-
-
-def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
-    """``config.dataset`` with every key a source reads, so each can be set from the command line."""
-    config = ml_collections.ConfigDict({
-        "name": name,
-        "data_dir": config_dict.placeholder(str),  # default: $TFDS_DATA_DIR or ~/tensorflow_datasets
-        "manual_dir": config_dict.placeholder(str),  # local files to build a TFDS dataset from, no network
-        "download": False,  # let TFDS download when the dataset is not prepared and no manual_dir is given
-        "mock_examples": 0,  # > 0: that many random examples from tfds.testing.mock_data (runlocal configs)
-        "streaming": config_dict.placeholder(bool),  # read examples on demand; unset: when a split exceeds 8 GiB
-        "num_workers": 0,  # threads decoding a streamed batch (0: one per core, at most 32)
-        "path": config_dict.placeholder(str),  # image_folder and numpy sources
-        "image_size": (32, 32),  # image_folder: every image is resized to this
-        "channels": 3,  # image_folder: 3 (RGB) or 1 (grayscale)
-        "train_split": "train",
-        "eval_split": "test",
-        "train_preprocess": "decode|normalize",
-        "eval_preprocess": "decode|normalize",
-    })
-    config.update(overrides)
-    return config
 
 
 def make_source(dataset_config: ml_collections.ConfigDict | dict):
