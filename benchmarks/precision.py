@@ -22,16 +22,14 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from cnn.platform import configure_xla_cpu
 
 configure_xla_cpu()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import OtherLoad, load_average, table  # noqa: E402
 
-from benchmarks.timing import OtherLoad, load_average, table  # noqa: E402
 from cnn.config_defaults import base_config  # noqa: E402
 from cnn.data import DatasetSpec  # noqa: E402
 from cnn.train.experiment import Experiment  # noqa: E402

@@ -20,12 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from cnn.train.metrics import read_metrics
 
-TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
 LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
 
@@ -52,7 +50,7 @@ def override_flag(key: str, value: Any) -> str:
 
 def train_command(config_spec: str, trial_dir: str, overrides: dict[str, Any], params: dict[str, Any]) -> list[str]:
     flags = [override_flag(key, value) for key, value in {**overrides, **params}.items()]
-    return [sys.executable, str(TRAIN_SCRIPT), f"--config={config_spec}", f"--workdir={trial_dir}", *flags]
+    return [sys.executable, "-m", "cnn.train", f"--config={config_spec}", f"--workdir={trial_dir}", *flags]
 
 
 def trial_dir_name(number: int, params: dict[str, Any]) -> str:
