@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cnn.cli import INTERNAL_ERROR
 from cnn.train.metrics import read_metrics
 
 LOG_FILE = "train.log"
@@ -122,11 +123,12 @@ def _lock(fd: int, stop: threading.Event, log) -> bool:
 
 
 def _error_of(trial_dir: str, offset: int, returncode: int) -> str:
-    """The ``error:`` line train.py printed in this attempt, else the exit status and the last line."""
+    """The ``error:`` (user error) or ``internal error`` (a bug) line train.py printed last in this attempt, else the
+    exit status and the last line (a traceback's last line can be JAX's note on the frames it removed)."""
     with open(os.path.join(trial_dir, LOG_FILE), errors="replace") as f:
         f.seek(offset)
         lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
+    errors = [line for line in lines if line.startswith(("error: ", INTERNAL_ERROR))]
     if errors:
         return errors[-1].removeprefix("error: ")
     status = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with status {returncode}"

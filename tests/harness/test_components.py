@@ -227,3 +227,37 @@ def test_checkpoints_keep_latest_and_best(tmp_path):
     restored = checkpoints.restore(2, {"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
     np.testing.assert_array_equal(restored["w"], [2.0, 2.0])
     checkpoints.close()
+
+
+@pytest.mark.parametrize(("raised", "status", "last_line"), [
+    (ConfigError("config.batch_size must be positive, got 0"), 2, "error: config.batch_size must be positive, got 0"),
+    (KeyError("params"), 70, "internal error (a bug, please report): KeyError: 'params'"),
+    (RuntimeError("shapes differ\n(details)"), 70,
+     "internal error (a bug, please report): RuntimeError: shapes differ"),
+])
+def test_cli_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys, raised, status, last_line):
+    from cnn.cli import run_cli
+
+    def main(argv: list[str]) -> int:
+        raise raised
+
+    monkeypatch.setattr("sys.argv", ["prog"])
+    assert run_cli(main) == status
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert stderr[-1] == last_line
+    if status == 2:
+        assert len(stderr) == 1  # no traceback for the user's mistakes
+    else:
+        assert stderr[0] == "Traceback (most recent call last):"
+        assert any(line.startswith(f"{type(raised).__name__}: ") for line in stderr[:-1])  # the exception itself
+
+
+def test_train_help_exits_0():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=Path(__file__).resolve().parents[2],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--config" in result.stdout and "--workdir" in result.stdout
