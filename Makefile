@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv from requirements.txt first.
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv from requirements.txt first and
+# install the project into it (editable: `import cnn` finds this checkout from anywhere).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,10 +7,11 @@ DEMO_DIR ?= runs/demo
 
 .PHONY: demo test lint bench clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 demo: $(VENV)/.installed

@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cnn.platform import configure_xla_cpu
 
@@ -29,11 +26,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from cnn.config_defaults import base_config  # noqa: E402
 from cnn.data import ArraySplit, DatasetSpec, TrainStream, build_preprocess, make_source  # noqa: E402
 from cnn.data.sources import TFDS_DATASETS  # noqa: E402
 from cnn.models import MODELS, create  # noqa: E402
 from cnn.tasks import make_task  # noqa: E402
-from cnn.train.config import base_config  # noqa: E402
 from cnn.train.state import create_train_state  # noqa: E402
 from cnn.train.steps import train_step  # noqa: E402
 

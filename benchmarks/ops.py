@@ -30,8 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/ops.py` from the repo root
-
 from cnn.platform import CPU_CONV_FLAG, configure_xla_cpu
 
 FLAG_SET = configure_xla_cpu()  # before JAX starts

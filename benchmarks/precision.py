@@ -22,18 +22,16 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from cnn.platform import configure_xla_cpu
 
 configure_xla_cpu()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import OtherLoad, load_average, table  # noqa: E402
 
-from benchmarks.timing import OtherLoad, load_average, table  # noqa: E402
+from cnn.config_defaults import base_config  # noqa: E402
 from cnn.data import DatasetSpec  # noqa: E402
-from cnn.train.config import base_config  # noqa: E402
 from cnn.train.experiment import Durations, Experiment  # noqa: E402
 
 # (model, overrides, image side, batch): the zoo at the sizes it is used at.
@@ -54,7 +52,7 @@ class Variant:
         """``loop``: accumulate in a ``scan`` loop (True) or unrolled (False); None: as the Experiment chooses."""
         config = base_config(dataset="digits", model=model)
         config.model.update(overrides)
-        config.update({"dtype": dtype, "batch_size": batch, "num_steps": 1000, "num_epochs": 0.0})
+        config.update({"dtype": dtype, "batch_size": batch, "num_steps": 1000})
         config.optimizer.grad_accum_steps = accum
         exp = Experiment(config, DatasetSpec(num_classes=10, image_shape=(image, image, 3)),
                          Durations.of(config, steps_per_epoch=100))

@@ -29,7 +29,6 @@ import time
 import optuna
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # `python benchmarks/sweep_overhead.py` from anywhere
 
 from timing import OtherLoad, load_average, table  # noqa: E402
 

@@ -20,8 +20,6 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from cnn.platform import configure_xla_cpu
 
 FLAG_SET = configure_xla_cpu()
@@ -80,10 +78,10 @@ def conv_step_time(model: str, overrides: dict, batch: int, image: int, steps: i
 
     import optax
 
+    from cnn.config_defaults import base_config
     from cnn.data import DatasetSpec
     from cnn.models import create
     from cnn.tasks import make_task
-    from cnn.train.config import base_config
     from cnn.train.state import create_train_state
     from cnn.train.steps import train_step
 

@@ -1,20 +1,28 @@
-"""Shared start-up of the command-line tools: quiet logs, and user errors as one line with a non-zero exit."""
+"""Shared start-up of the command-line tools: quiet logs; user errors as one line and exit status 2; anything else
+(a bug) with its traceback, a last line that says so, and exit status 70."""
 
 from __future__ import annotations
 
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable
 
 from cnn.errors import UserError
 
+USER_ERROR_STATUS = 2
+INTERNAL_ERROR_STATUS = 70  # EX_SOFTWARE of sysexits.h: an internal software error
+INTERNAL_ERROR = "internal error (a bug, please report): "
+HELP_FLAGS = {"--help", "-?", "--helpshort", "--helpfull", "--helpxml"}
+
 
 def run_cli(main: Callable[[list[str]], int]) -> int:
-    """Run an absl ``main``; a :class:`UserError` prints ``error: ...`` on stderr and exits 2, no traceback."""
+    """Run an absl ``main``; a :class:`UserError` prints ``error: ...`` on stderr and exits 2, no traceback. Any other
+    exception is a bug: its traceback, then ``internal error (a bug, please report): <type>: <message>`` as the last
+    line (which a sweep records), and exit status 70, so that a script can tell it from a user error."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import app
-
 
     def guarded(argv: list[str]) -> int:
         from absl import logging as absl_logging
@@ -24,7 +32,14 @@ def run_cli(main: Callable[[list[str]], int]) -> int:
             return main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
-            return 2
+            return USER_ERROR_STATUS
+        except app.UsageError:
+            raise  # absl prints the usage
+        except Exception as error:
+            traceback.print_exc()
+            message = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+            print(f"{INTERNAL_ERROR}{type(error).__name__}: {message}", file=sys.stderr)
+            return INTERNAL_ERROR_STATUS
 
     try:
         app.run(guarded, flags_parser=_parse_flags)
@@ -39,7 +54,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     from absl import flags
 
     try:
-        args = flags.FLAGS(argv)
+        try:
+            args = flags.FLAGS(argv)
+        except SystemExit as exit_:  # absl exits 1 after printing the help it was asked for; that is a success
+            sys.exit(0 if HELP_FLAGS & {arg.partition("=")[0] for arg in argv[1:]} else exit_.code)
         if "config" in flags.FLAGS:
             flags.FLAGS.config.keys()
         return args
@@ -53,4 +71,4 @@ def _parse_flags(argv: list[str]) -> list[str]:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         message = re.sub(r"^\w+Error: ", "", lines[-1]) if lines else type(error).__name__
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(USER_ERROR_STATUS)

@@ -24,7 +24,7 @@ import os
 
 import ml_collections
 
-from cnn.train.config import base_config, runlocal
+from cnn.config_defaults import RUNLOCAL, base_config, runlocal, variant_options
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION_MNIST_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "fashion_mnist"))
@@ -39,21 +39,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.schedule.warmup_steps = 20
     config.batch_size = 64
     config.eval_batch_size = 500
-    config.num_epochs = 0.0
     config.num_steps = 200
-    config.eval_every_epochs = 0.0
     config.eval_every_steps = 200
-    config.checkpoint_every_epochs = 0.0
     config.checkpoint_every_steps = 200
     config.log_every_steps = 20
     config.checkpoint.max_to_keep = 1
 
-    if arg == "runlocal":
+    if RUNLOCAL in variant_options(arg, __file__):
         runlocal(config, steps=2)
         config.schedule.warmup_steps = 0
         config.batch_size = 16
-    elif arg is not None:
-        raise ValueError(f"configs/ablation_conv.py: unknown variant {arg!r}; choose from ['runlocal']")
     return config
 
 
@@ -61,8 +56,7 @@ def get_sweep(arg: str | None = None) -> dict:
     """The ablation as a sweep: every convolution kind, three seeds each."""
     from cnn.layers import CONV_TYPES
 
-    if arg not in (None, "runlocal"):
-        raise ValueError(f"configs/ablation_conv.py: unknown variant {arg!r}; choose from ['runlocal']")
+    variant_options(arg, __file__)
     return {"metric": "accuracy", "direction": "maximize",
             "grid": {"model.conv": sorted(CONV_TYPES.names()), "seed": [0, 1, 2]}}
 

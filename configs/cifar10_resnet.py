@@ -19,18 +19,17 @@ For depth 110 the paper warms up at learning rate 0.01 for about 400 steps; here
 
 import ml_collections
 
-from cnn.train.config import base_config, runlocal
+from cnn.config_defaults import RUNLOCAL, base_config, runlocal, variant_options
 
 DEPTHS = (20, 32, 44, 56, 110)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    options = [part.strip() for part in (arg or "").split(",") if part.strip()]
-    depths = [option for option in options if option != "runlocal"]
-    if len(depths) > 1 or any(not depth.isdigit() or int(depth) not in DEPTHS for depth in depths):
-        raise ValueError(f"configs/cifar10_resnet.py: unknown variant {arg!r}; choose a depth from {list(DEPTHS)}, "
-                         "'runlocal', or both as 'DEPTH,runlocal'")
-    depth = int(depths[0]) if depths else 20
+    options = variant_options(arg, __file__, [*map(str, DEPTHS), RUNLOCAL])
+    depths = options - {RUNLOCAL}
+    if len(depths) > 1:
+        raise ValueError(f"configs/cifar10_resnet.py: unknown variant {arg!r}; one depth, not {sorted(depths)}")
+    depth = int(depths.pop()) if depths else 20
 
     config = base_config(dataset="cifar10", model=f"cifar_resnet{depth}")
     config.dataset.train_preprocess = "decode|random_crop(32, pad=4)|flip_lr|normalize('cifar10')"
@@ -44,13 +43,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.schedule.decay_factor = 0.1
     config.batch_size = 128
     config.eval_batch_size = 1000
-    config.num_epochs = 0.0
     config.num_steps = 64_000
     config.eval_every_epochs = 10.0
     config.checkpoint_every_epochs = 10.0
     config.log_every_steps = 100
 
-    if "runlocal" in options:
+    if RUNLOCAL in options:
         runlocal(config, steps=2)
         config.dataset.mock_examples = 16
         config.batch_size = 8

@@ -14,7 +14,7 @@ Sweep:     python sweep.py --config=configs/default.py --workdir=runs/sweep_digi
 
 import ml_collections
 
-from cnn.train.config import base_config, runlocal
+from cnn.config_defaults import RUNLOCAL, base_config, runlocal, variant_options
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -30,20 +30,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_epochs = 5.0
     config.log_every_steps = 20
 
-    if arg == "runlocal":
+    if RUNLOCAL in variant_options(arg, __file__):
         runlocal(config, steps=12)
         config.model.width = 8
-    elif arg is not None:
-        raise ValueError(f"configs/default.py: unknown variant {arg!r}; choose from ['runlocal']")
     return config
 
 
 def get_sweep(arg: str | None = None) -> dict:
     """Learning rate x width of small_cnn: a 3 x 3 grid (runlocal: 2 x 2 grid of 12-step runs, for the tests)."""
-    if arg == "runlocal":
+    if RUNLOCAL in variant_options(arg, __file__):
         grid = {"optimizer.learning_rate": [0.05, 0.2], "model.width": [4, 8]}
-    elif arg is None:
-        grid = {"optimizer.learning_rate": [0.01, 0.05, 0.25], "model.width": [16, 32, 64]}
     else:
-        raise ValueError(f"configs/default.py: unknown variant {arg!r}; choose from ['runlocal']")
+        grid = {"optimizer.learning_rate": [0.01, 0.05, 0.25], "model.width": [16, 32, 64]}
     return {"metric": "accuracy", "direction": "maximize", "grid": grid}

@@ -21,7 +21,7 @@ core); ``python benchmarks/input_pipeline.py`` measures the images/s one host de
 
 import ml_collections
 
-from cnn.train.config import base_config, runlocal
+from cnn.config_defaults import RUNLOCAL, base_config, runlocal, variant_options
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -42,13 +42,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_epochs = 90.0
     config.log_every_steps = 100
 
-    if arg == "runlocal":
+    if RUNLOCAL in variant_options(arg, __file__):
         runlocal(config, steps=2)
         config.dataset.mock_examples = 4
         config.dataset.train_preprocess = "decode|resize(64)|flip_lr|normalize"
         config.dataset.eval_preprocess = "decode|resize(64)|normalize"
         config.batch_size = 2
         config.eval_batch_size = 4
-    elif arg is not None:
-        raise ValueError(f"configs/imagenet_resnet50.py: unknown variant {arg!r}; choose from ['runlocal']")
     return config

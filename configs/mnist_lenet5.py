@@ -16,7 +16,7 @@ import os
 
 import ml_collections
 
-from cnn.train.config import base_config, runlocal
+from cnn.config_defaults import RUNLOCAL, base_config, runlocal, variant_options
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "mnist"))
@@ -37,9 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_epochs = 5.0
     config.log_every_steps = 100
 
-    if arg == "runlocal":
+    if RUNLOCAL in variant_options(arg, __file__):
         runlocal(config, steps=2)
         config.batch_size = 16
-    elif arg is not None:
-        raise ValueError(f"configs/mnist_lenet5.py: unknown variant {arg!r}; choose from ['runlocal']")
     return config

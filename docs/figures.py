@@ -14,8 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python docs/figures.py` from the repo root
-
 import jax
 import jax.numpy as jnp
 import matplotlib

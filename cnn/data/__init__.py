@@ -4,7 +4,7 @@ deterministic step-indexed batching (:mod:`cnn.data.pipeline`)."""
 from cnn.data import graphs  # noqa: F401  (registers the graph datasets)
 from cnn.data.pipeline import TrainStream, eval_batches
 from cnn.data.preprocess import BatchRandom, build_preprocess
-from cnn.data.sources import DATASETS, ArraySplit, DatasetSpec, dataset_config, make_source
+from cnn.data.sources import DATASETS, ArraySplit, DatasetSpec, make_source
 
-__all__ = ["DATASETS", "ArraySplit", "BatchRandom", "DatasetSpec", "TrainStream", "build_preprocess", "dataset_config",
-           "eval_batches", "make_source"]
+__all__ = ["DATASETS", "ArraySplit", "BatchRandom", "DatasetSpec", "TrainStream", "build_preprocess", "eval_batches",
+           "make_source"]

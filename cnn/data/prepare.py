@@ -6,6 +6,8 @@ The same happens on first use when a config sets ``dataset.manual_dir``. The fil
 sha256 where it is known; the dataset lands in ``--data_dir`` (default ``$TFDS_DATA_DIR`` or
 ``~/tensorflow_datasets``), where every later run finds it. ``--streaming`` writes the ArrayRecord format, which
 streaming (``config.dataset.streaming=true``) reads by random access; ``imagenet2012`` is always written so.
+Several processes, or hosts sharing the data dir, may prepare one dataset at once: one builds it under a lock file
+in the data dir (``.prepare-<dataset>.lock``), the others wait for it and then read it.
 """
 
 from __future__ import annotations

@@ -19,13 +19,18 @@ batching is done by :mod:`cnn.data.pipeline`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import os
-from collections.abc import Sequence
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
 
 import ml_collections
 import numpy as np
-from ml_collections import config_dict
+from absl import logging
 
 from cnn.data.checksums import verify
 from cnn.data.streaming import StreamingSplit, fit_image
@@ -189,9 +194,24 @@ class TfdsSource:
                 f"python -m cnn.data.prepare {self.name} --manual_dir=FOLDER), or allow the download with "
                 "--config.dataset.download=true"
             )
-        download_dir = os.path.join(self.data_dir, "downloads", self.name)  # one per dataset: file names repeat
-        config = tfds.download.DownloadConfig(manual_dir=self.manual_dir) if self.manual_dir else None
-        builder.download_and_prepare(download_dir=download_dir, download_config=config)
+        with preparation_lock(self.data_dir, self.dataset.tfds_name):
+            builder = self.builder()  # afresh: another process may have prepared it while this one waited
+            if builder.is_prepared():
+                return builder
+            download_dir = os.path.join(self.data_dir, "downloads", self.name)  # one per dataset: file names repeat
+            # What this attempt creates, removed if it fails: the dataset's folders, not data_dir/downloads, which
+            # other datasets share.
+            created = [path for path in (download_dir, *_dataset_dirs(self.data_dir, self.dataset.tfds_name))
+                       if not os.path.exists(path)]
+            if not sys.stderr.isatty():  # a log file or a pipe: no progress bars (hundreds of escape-coded lines)
+                tfds.disable_progress_bar()
+            config = tfds.download.DownloadConfig(manual_dir=self.manual_dir) if self.manual_dir else None
+            try:
+                builder.download_and_prepare(download_dir=download_dir, download_config=config)
+            except BaseException:
+                for path in created:
+                    shutil.rmtree(path, ignore_errors=True)
+                raise
         return builder
 
     def load(self, split: str) -> ArraySplit:
@@ -240,6 +260,39 @@ class TfdsSource:
             return fit_image(example[image_key], shape), int(example[label_key])
 
         return StreamingSplit(read, len(records), shape, self.workers)
+
+
+def _dataset_dirs(data_dir: str, tfds_name: str) -> list[str]:
+    """``data_dir/mnist`` for ``mnist``; ``data_dir/adrenal_mnist3d`` and ``.../adrenal_mnist3d/28`` for a config."""
+    parts = tfds_name.split("/")
+    return [os.path.join(data_dir, *parts[: i + 1]) for i in range(len(parts))]
+
+
+@contextlib.contextmanager
+def preparation_lock(data_dir: str, tfds_name: str) -> Iterator[None]:
+    """Hold ``data_dir/.prepare-<dataset>.lock`` while preparing: one process (of any host sharing ``data_dir``)
+    builds a dataset, the others wait here and then find it prepared. TFDS alone is not safe: two builders of one
+    dataset race to rename their ``incomplete.*`` folder and the second fails with ``FileExistsError``.
+
+    ``flock`` is exclusive across the processes of one host. On NFS, Linux turns it into a POSIX lock that the
+    server arbitrates between hosts (NFSv4, or v3 with lockd running; ``nolock`` mounts lock per host only). A
+    filesystem without locks (``ENOLCK``, ``EOPNOTSUPP``) prepares unlocked, with a warning.
+    """
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, f".prepare-{tfds_name.split('/')[0]}.lock")  # every config of a dataset at once
+    with open(path, "a") as lock:
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"waiting for another process preparing {tfds_name} in {data_dir} (lock {path})",
+                      file=sys.stderr, flush=True)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
+            logging.warning("%s: no file locks here (%s); preparing %s without one", path, error, tfds_name)
+        yield  # closing the file releases the lock
 
 
 def check_split(name: str, split: str, splits: Sequence[str]) -> None:
@@ -352,28 +405,6 @@ DATASETS.register("numpy", lambda c: NumpySource(c.get("path")))
 DATASETS.register("image_folder", lambda c: ImageFolderSource(c.get("path"), c.get("image_size") or (32, 32),
                                                               c.get("channels") or 3, c.get("streaming"),
                                                               c.get("num_workers") or 0))
-
-
-def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
-    """``config.dataset`` with every key a source reads, so each can be set from the command line."""
-    config = ml_collections.ConfigDict({
-        "name": name,
-        "data_dir": config_dict.placeholder(str),  # default: $TFDS_DATA_DIR or ~/tensorflow_datasets
-        "manual_dir": config_dict.placeholder(str),  # local files to build a TFDS dataset from, no network
-        "download": False,  # let TFDS download when the dataset is not prepared and no manual_dir is given
-        "mock_examples": 0,  # > 0: that many random examples from tfds.testing.mock_data (runlocal configs)
-        "streaming": config_dict.placeholder(bool),  # read examples on demand; unset: when a split exceeds 8 GiB
-        "num_workers": 0,  # threads decoding a streamed batch (0: one per core, at most 32)
-        "path": config_dict.placeholder(str),  # image_folder and numpy sources
-        "image_size": (32, 32),  # image_folder: every image is resized to this
-        "channels": 3,  # image_folder: 3 (RGB) or 1 (grayscale)
-        "train_split": "train",
-        "eval_split": "test",
-        "train_preprocess": "decode|normalize",
-        "eval_preprocess": "decode|normalize",
-    })
-    config.update(overrides)
-    return config
 
 
 def make_source(dataset_config: ml_collections.ConfigDict | dict):

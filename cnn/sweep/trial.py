@@ -20,12 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+from cnn.cli import INTERNAL_ERROR
 from cnn.train.metrics import read_metrics
 
-TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
 LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
 
@@ -52,7 +51,7 @@ def override_flag(key: str, value: Any) -> str:
 
 def train_command(config_spec: str, trial_dir: str, overrides: dict[str, Any], params: dict[str, Any]) -> list[str]:
     flags = [override_flag(key, value) for key, value in {**overrides, **params}.items()]
-    return [sys.executable, str(TRAIN_SCRIPT), f"--config={config_spec}", f"--workdir={trial_dir}", *flags]
+    return [sys.executable, "-m", "cnn.train", f"--config={config_spec}", f"--workdir={trial_dir}", *flags]
 
 
 def trial_dir_name(number: int, params: dict[str, Any]) -> str:
@@ -124,11 +123,12 @@ def _lock(fd: int, stop: threading.Event, log) -> bool:
 
 
 def _error_of(trial_dir: str, offset: int, returncode: int) -> str:
-    """The ``error:`` line train.py printed in this attempt, else the exit status and the last line."""
+    """The ``error:`` (user error) or ``internal error`` (a bug) line train.py printed last in this attempt, else the
+    exit status and the last line (a traceback's last line can be JAX's note on the frames it removed)."""
     with open(os.path.join(trial_dir, LOG_FILE), errors="replace") as f:
         f.seek(offset)
         lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
+    errors = [line for line in lines if line.startswith(("error: ", INTERNAL_ERROR))]
     if errors:
         return errors[-1].removeprefix("error: ")
     status = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with status {returncode}"

@@ -8,7 +8,6 @@ import os
 from types import ModuleType
 
 import ml_collections
-from ml_collections import config_dict
 
 from cnn.data import DATASETS
 from cnn.errors import ConfigError, UserError
@@ -20,55 +19,19 @@ from cnn.train.precision import policy_of
 CONFIG_FILE = "config.json"
 
 
-def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
-    """Every key the trainer reads, at defaults; an experiment file changes what differs from them."""
-    from cnn.data.sources import dataset_config
-
-    return ml_collections.ConfigDict({
-        "seed": 0,
-        "dataset": dataset_config(dataset),
-        "task": {"name": "classification",  # cnn.tasks: what a batch holds, the loss, the metrics, the report
-                 "ignore_label": config_dict.placeholder(int)},  # segmentation: a label never learned nor counted
-        "model": {"name": model},  # every other key here is a field of the model
-        "optimizer": {"name": "momentum", "learning_rate": 0.1, "momentum": 0.9, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
-                      "weight_decay": 5e-4, "grad_clip_norm": 0.0,
-                      "grad_accum_steps": 1},  # microbatches per step: the same update in 1/k of the activations
-        "schedule": {"name": "cosine", "warmup_steps": 0, "warmup_epochs": 0.0, "end_factor": 0.0,
-                     "boundaries": (0.5, 0.75),  # the "step" schedule, as fractions of training
-                     "decay_factor": 0.1},
-        "batch_size": 128,
-        "eval_batch_size": 512,
-        "label_smoothing": 0.0,
-        "dtype": "float32",  # compute dtype; parameters and BatchNorm statistics stay float32
-        # Durations: set either *_steps or *_epochs.
-        "num_steps": 0, "num_epochs": 10.0,
-        "eval_every_steps": 0, "eval_every_epochs": 1.0,
-        "checkpoint_every_steps": 0, "checkpoint_every_epochs": 1.0,
-        "log_every_steps": 50,
-        "checkpoint": {"max_to_keep": 2, "best_metric": "accuracy", "best_mode": "max"},
-        # Many hosts: jax.distributed.initialize() arguments (unset: single process, or JAX's own detection).
-        "distributed": {"coordinator_address": config_dict.placeholder(str),
-                        "num_processes": config_dict.placeholder(int),
-                        "process_id": config_dict.placeholder(int),
-                        "initialization_timeout": 300},  # seconds to wait for every process to join
-    })
-
-
-def runlocal(config: ml_collections.ConfigDict, steps: int = 12) -> ml_collections.ConfigDict:
-    """The tiny variant the tests use: ``steps`` steps, evaluated and checkpointed along the way."""
-    config.update({"num_epochs": 0.0, "num_steps": steps, "eval_every_epochs": 0.0, "eval_every_steps": steps // 2,
-                   "checkpoint_every_epochs": 0.0, "checkpoint_every_steps": max(steps // 3, 1),
-                   "log_every_steps": max(steps // 6, 1)})
-    return config
-
-
 def steps_of(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int:
-    """A duration given as ``<name>_steps`` or ``<name>_epochs`` (exactly one of them positive), in steps."""
-    steps, epochs = config.get(f"{name}_steps") or 0, config.get(f"{name}_epochs") or 0
-    if (steps > 0) == (epochs > 0):
-        raise ConfigError(f"set exactly one of {name}_steps and {name}_epochs to a positive value "
-                          f"(got {name}_steps={steps}, {name}_epochs={epochs})")
-    return int(steps) if steps > 0 else max(1, round(epochs * steps_per_epoch))
+    """The duration ``<name>_steps`` when set (it wins), else ``<name>_epochs``, in steps (cnn/config_defaults.py)."""
+    steps, epochs = config.get(f"{name}_steps"), config.get(f"{name}_epochs")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"config.{name}_steps must be a positive integer (or None: use {name}_epochs), "
+                              f"got {steps!r}")
+        return steps
+    if epochs is None:
+        raise ConfigError(f"set config.{name}_steps or config.{name}_epochs (both are None)")
+    if isinstance(epochs, bool) or not isinstance(epochs, int | float) or not epochs > 0:
+        raise ConfigError(f"config.{name}_epochs must be a positive number, got {epochs!r}")
+    return max(1, round(epochs * steps_per_epoch))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,76 @@ def test_imagenet_on_mock_data_is_fitted_to_the_spec(tmp_path):
     assert labels.max() < 1000
     with pytest.raises(UserError, match=r"ILSVRC2012_img_train\.tar"):
         make_source({"name": "imagenet2012", "data_dir": str(tmp_path)}).load("train")
+
+
+# --- several processes, one data dir --------------------------------------------------------------------------------
+
+PREPARE_AT_A_SIGNAL = """
+import os, sys, time
+from cnn.data import make_source
+from tests.data.test_sources import split_digest
+
+data_dir, signals, me = sys.argv[1:]
+source = make_source({"name": "digits", "data_dir": data_dir})
+open(os.path.join(signals, "ready-" + me), "w").close()
+while not os.path.exists(os.path.join(signals, "go")):  # both start preparing at the same moment
+    time.sleep(0.005)
+for split in ("train", "test"):
+    data = source.load(split)
+    print("read", split, len(data), split_digest(data.images, data.labels))
+"""
+
+
+def split_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """One digest of a split's (image, label) pairs, whatever their order."""
+    return hashlib.sha1(repr(row_digests(images, labels)).encode()).hexdigest()
+
+
+def test_two_processes_prepare_one_dataset_into_one_data_dir_at_once(tmp_path):
+    """One prepares (under the lock), the other waits and reads it; both read the digits of scikit-learn."""
+    from sklearn.datasets import load_digits
+
+    data_dir = tmp_path / "tfds"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    processes = [subprocess.Popen([sys.executable, "-c", PREPARE_AT_A_SIGNAL, str(data_dir), str(tmp_path), str(i)],
+                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+    deadline = time.monotonic() + 240
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(2)):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            for process in processes:
+                process.kill()
+            raise AssertionError(f"a process did not start: {[p.communicate()[1][-2000:] for p in processes]}")
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    outputs = [p.communicate(timeout=240) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+
+    digits = load_digits()  # the reference: scikit-learn's loader; train = the first 1,437 in file order
+    images, labels = digits.images.astype(np.uint8)[..., None], digits.target
+    expected = [f"read train 1437 {split_digest(images[:1437], labels[:1437])}",
+                f"read test 360 {split_digest(images[1437:], labels[1437:])}"]
+    read = [[line for line in stdout.splitlines() if line.startswith("read ")] for stdout, _ in outputs]
+    assert read == [expected, expected]
+
+
+def test_prepare_command_logs_without_progress_bars_when_not_on_a_terminal(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run([sys.executable, "-m", "cnn.data.prepare", "digits", f"--data_dir={tmp_path}"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "digits: prepared in" in result.stdout
+    output = result.stdout + result.stderr
+    assert "\x1b[" not in output and "\r" not in output  # tqdm's cursor moves and redraws
+    assert len(output.splitlines()) < 20, output  # with progress bars: hundreds of lines
+
+
+def test_a_failed_preparation_leaves_no_dataset_folders_and_names_the_flags(tmp_path):
+    (tmp_path / "downloads").mkdir()  # shared by every dataset: kept
+    source = make_source({"name": "mnist1d", "data_dir": str(tmp_path)})  # no manual_dir: its builder refuses
+    with pytest.raises(UserError) as error:
+        source.prepare()
+    assert "--manual_dir=FOLDER" in str(error.value) and "--config.dataset.manual_dir=FOLDER" in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepare-mnist1d.lock", "downloads"]
+    assert list((tmp_path / "downloads").iterdir()) == []

@@ -130,12 +130,62 @@ def test_weight_decay_applies_to_kernels_not_biases():
     np.testing.assert_array_equal(updates["bias"], 0.0)
 
 
-def test_durations_in_steps_or_epochs():
-    config = ml_collections.ConfigDict({"num_steps": 0, "num_epochs": 2.5})
-    assert steps_of(config, "num", steps_per_epoch=22) == 55
+def test_durations_steps_win_over_epochs():
+    config = ml_collections.ConfigDict({"num_steps": None, "num_epochs": 2.5})
+    assert steps_of(config, "num", steps_per_epoch=22) == 55  # 2.5 epochs of 22 steps
     config.num_steps = 7
-    with pytest.raises(ConfigError, match="exactly one of num_steps and num_epochs"):
+    assert steps_of(config, "num", steps_per_epoch=22) == 7  # both set: the steps win
+    config.num_steps = config.num_epochs = None
+    with pytest.raises(ConfigError, match=r"set config\.num_steps or config\.num_epochs"):
         steps_of(config, "num", steps_per_epoch=22)
+    config.num_steps = 0  # the old "0 means unset" would silently fall back to epochs
+    with pytest.raises(ConfigError, match=r"config\.num_steps must be a positive integer"):
+        steps_of(config, "num", steps_per_epoch=22)
+
+
+@pytest.mark.parametrize(("flag", "expected"), [
+    (None, {"num": 30 * 23, "eval_every": 5 * 23}),  # the file's epochs (1,437 train digits / 64 = 23 steps)
+    ("--config.num_steps=40", {"num": 40, "eval_every": 5 * 23}),
+    ("--config.eval_every_steps=10", {"num": 30 * 23, "eval_every": 10}),
+])
+def test_a_step_duration_on_the_command_line_overrides_an_epoch_based_config(flag, expected):
+    """As train.py parses ``--config``: one flag changes the unit, no ``--config.num_epochs`` to clear."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["train", "--config=configs/default.py", *([flag] if flag else [])]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True, sys_argv=argv)
+    flag_values(argv)
+    config = flag_values.config
+    assert {name: steps_of(config, name, steps_per_epoch=23) for name in expected} == expected
+
+
+def test_loading_every_config_file_imports_only_ml_collections():
+    """Config files stay light: loading each one (every variant) starts no JAX, TensorFlow, model or dataset code."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    specs = ["default.py", "default.py:runlocal", "mnist_lenet5.py", "mnist_lenet5.py:runlocal", "ablation_conv.py",
+             "ablation_conv.py:runlocal", "cifar10_resnet.py:56,runlocal", "imagenet_resnet50.py:runlocal"]
+    assert {spec.partition(":")[0] for spec in specs} == {p.name for p in (root / "configs").glob("*.py")}
+    code = ("import importlib.util, sys\n"
+            "for spec in sys.argv[1:]:\n"
+            "    path, _, arg = spec.partition(':')\n"
+            "    loader = importlib.util.spec_from_file_location(path, 'configs/' + path)\n"
+            "    module = importlib.util.module_from_spec(loader)\n"
+            "    loader.loader.exec_module(module)\n"
+            "    module.get_config(arg or None)\n"
+            "print(' '.join(sorted(sys.modules)))\n")
+    result = subprocess.run([sys.executable, "-c", code, *specs], cwd=root, capture_output=True, text=True, timeout=60,
+                            check=True)
+    loaded = set(result.stdout.split())
+    assert "ml_collections" in loaded and "cnn.config_defaults" in loaded  # the probe saw the imports
+    heavy = {"jax", "numpy", "optax", "flax", "tensorflow", "tensorflow_datasets", "cnn.models", "cnn.data",
+             "cnn.train", "cnn.layers"}
+    assert loaded & heavy == set()
 
 
 def test_cpu_flag_appended_only_for_checked_jaxlib(monkeypatch):
@@ -177,3 +227,37 @@ def test_checkpoints_keep_latest_and_best(tmp_path):
     restored = checkpoints.restore(2, {"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
     np.testing.assert_array_equal(restored["w"], [2.0, 2.0])
     checkpoints.close()
+
+
+@pytest.mark.parametrize(("raised", "status", "last_line"), [
+    (ConfigError("config.batch_size must be positive, got 0"), 2, "error: config.batch_size must be positive, got 0"),
+    (KeyError("params"), 70, "internal error (a bug, please report): KeyError: 'params'"),
+    (RuntimeError("shapes differ\n(details)"), 70,
+     "internal error (a bug, please report): RuntimeError: shapes differ"),
+])
+def test_cli_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys, raised, status, last_line):
+    from cnn.cli import run_cli
+
+    def main(argv: list[str]) -> int:
+        raise raised
+
+    monkeypatch.setattr("sys.argv", ["prog"])
+    assert run_cli(main) == status
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert stderr[-1] == last_line
+    if status == 2:
+        assert len(stderr) == 1  # no traceback for the user's mistakes
+    else:
+        assert stderr[0] == "Traceback (most recent call last):"
+        assert any(line.startswith(f"{type(raised).__name__}: ") for line in stderr[:-1])  # the exception itself
+
+
+def test_train_help_exits_0():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=Path(__file__).resolve().parents[2],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--config" in result.stdout and "--workdir" in result.stdout

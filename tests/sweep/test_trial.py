@@ -45,6 +45,32 @@ def test_errors_are_train_py_error_line_or_exit_status(tmp_path):
     assert (tmp_path / "a" / LOG_FILE).read_text().count("=== ") == 2
 
 
+BUG = """
+import sys
+import jax.numpy as jnp
+from cnn.cli import run_cli
+
+
+def main(argv):
+    print("step 3")
+    return int((jnp.ones((2, 3)) @ jnp.ones(4)).sum())  # a real JAX error, its traceback filtered by JAX
+
+
+sys.exit(run_cli(main))
+"""
+
+
+def test_a_bug_is_recorded_with_its_message_and_exit_status_70(tmp_path):
+    """The trainer's CLI on an unexpected exception: traceback kept in train.log, its message in the trial record."""
+    outcome = run([*python(BUG), "prog"], tmp_path)
+    assert outcome.returncode == 70
+    assert outcome.error == ("internal error (a bug, please report): TypeError: dot_general requires contracting "
+                             "dimensions to have the same shape, got (3,) and (4,).")
+    log = (tmp_path / LOG_FILE).read_text()
+    assert "Traceback (most recent call last)" in log and "JAX has removed its internal frames" in log
+    assert log.rstrip().splitlines()[-1] == outcome.error  # the bug's line comes last, after JAX's note
+
+
 def test_trial_process_holds_the_lock_and_a_second_run_waits_for_it(tmp_path):
     # The lock's open file is inherited by the trial's process: it stays locked while that process lives, even if
     # the sweep that started it was killed.

@@ -49,7 +49,9 @@ def manual_dir(builder: tfds.core.DatasetBuilder, dl_manager: tfds.download.Down
     if missing:
         raise ManualFilesMissingError(
             f"{dataset}: {len(missing)} of the {len(files)} files it reads are missing ({where}): {_listing(missing)}. "
-            f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS} Pass it as tfds.download.DownloadConfig(manual_dir=...).")
+            f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS} Pass that folder as --config.dataset.manual_dir=FOLDER to "
+            "train.py or --manual_dir=FOLDER to python -m cnn.data.prepare (in Python: "
+            "tfds.download.DownloadConfig(manual_dir=FOLDER)).")
     return root
 
 
