@@ -68,14 +68,17 @@ class TrainStream:
 
         def produce():
             for step in range(start_step, end_step):
-                item = self.batch(step)
+                try:
+                    item = self.batch(step)
+                except BaseException as error:  # handed to the consumer, which raises it: never a silent hang
+                    item = _Failure(error)
                 while not stop.is_set():
                     try:
                         buffer.put(item, timeout=0.1)
                         break
                     except queue.Full:
                         continue
-                if stop.is_set():
+                if stop.is_set() or isinstance(item, _Failure):
                     return
 
         worker = threading.Thread(target=produce, daemon=True)
@@ -85,9 +88,18 @@ class TrainStream:
                 started = time.perf_counter()
                 item = buffer.get()
                 self.wait_seconds += time.perf_counter() - started
+                if isinstance(item, _Failure):
+                    raise item.error
                 yield item
         finally:
             stop.set()
+
+
+class _Failure:
+    """What the producer thread hands over in place of a batch it could not make."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 def eval_batches(

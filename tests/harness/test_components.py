@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cnn.data import ArraySplit, TrainStream, eval_batches, make_source
+from cnn.data import ArraySplit, DatasetSpec, TrainStream, build_preprocess, eval_batches, make_source
 from cnn.errors import ConfigError
 from cnn.registry import Registry
 from cnn.tasks.classification import cross_entropy
@@ -49,8 +49,7 @@ def _split(n: int) -> ArraySplit:
     return ArraySplit(images=np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1), labels=np.arange(n, dtype=np.int32))
 
 
-def _identity(images, rand):
-    return images
+_identity = build_preprocess("", DatasetSpec(10, (1, 1, 1)))  # no op: the examples as stored
 
 
 def test_train_stream_epochs_are_permutations_and_steps_are_pure():
@@ -65,6 +64,16 @@ def test_train_stream_epochs_are_permutations_and_steps_are_pure():
         np.testing.assert_array_equal(batch["label"], stream.batch(step)["label"])
     other_seed = TrainStream(_split(50), _identity, global_batch=8, seed=4)
     assert not np.array_equal(other_seed.indices(0), stream.indices(0))
+
+
+def test_a_batch_that_cannot_be_made_raises_in_the_training_loop_instead_of_hanging():
+    class Broken:
+        def batch(self, batch, rand):
+            raise ValueError("image 3 is corrupt")
+
+    stream = TrainStream(_split(50), Broken(), global_batch=8, seed=0)
+    with pytest.raises(ValueError, match="image 3 is corrupt"):
+        list(stream.iterate(0, 3))
 
 
 def test_processes_split_each_global_batch():
