@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, output_size, resolve_padding
+from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, float_array, output_size, resolve_padding
 
 _DIMENSION_NUMBERS = {
     1: ("NWC", "WIO", "NWC"),
@@ -56,7 +56,7 @@ _MAX_PHASE_CONV_OVERHEAD = 4.0
 
 def _prepare(x, kernel, lead_name: str, stride: IntOrSeq, padding: Padding, dilation: IntOrSeq):
     """Validate ``x`` and a ``(*lead, *kernel_spatial, in, out)`` kernel; return them and the geometry."""
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    x, kernel = float_array(x, "x"), float_array(kernel, "kernel")
     # One common dtype: lax convolutions need equal operand dtypes.
     dtype = jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
