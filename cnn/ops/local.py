@@ -50,7 +50,8 @@ _DIMENSION_NUMBERS = {
 # The sub-pixel kernel computes prod(extent) / prod(kernel_spatial) times the flops of the unshared sum
 # (the zeros between phases). On CPU (batch 8, 32x32, 64->64, 3x3, SAME) against patches + einsum it won at
 # overhead 4 (tile 4x4: 56 vs 77 ms forward, 125 vs 465 ms forward+backward) and lost at 11 (tile 8x8:
-# 345 vs 110 ms forward, 9.3 s vs 0.53 s forward+backward).
+# 345 vs 110 ms forward, 9.3 s vs 0.53 s forward+backward). Measured again by
+# `python benchmarks/ops.py --sections tiled` (BENCHMARKS.md, "The two other constants").
 _MAX_PHASE_CONV_OVERHEAD = 4.0
 
 
