@@ -1,5 +1,6 @@
-"""Operator benchmarks on CPU: convolution throughput, FFT crossover, separable, unshared/tiled, deformable,
-the depthwise fast path and pooling. Prints markdown tables (the "Operators" section of BENCHMARKS.md).
+"""Operator benchmarks on CPU: convolution throughput, FFT crossover (1D to 3D), separable, unshared/tiled, the
+constants of tiled_conv's strategy and of the grouped-convolution rewrite, deformable, the depthwise fast path and
+pooling. Prints markdown tables (the "Operators" section of BENCHMARKS.md).
 
     python benchmarks/ops.py                        # full run (~10 min on 2 cores)
     python benchmarks/ops.py --quick                # smaller shapes, fewer sizes (~2 min)
@@ -44,16 +45,20 @@ from ops_tables import (  # noqa: E402
     deformable_tables,
     depthwise_tables,
     fft_tables,
+    grouped_tables,
     local_tables,
     pool_tables,
     separable_tables,
+    tiled_tables,
 )
 from timing import OtherLoad, Timer, forward_backward, load_average, matmul_gflops, normal, peak_bytes  # noqa: E402
 from torch_reference import torchvision_deform  # noqa: E402
 
 from cnn import ops  # noqa: E402
+from cnn.ops._lowering import _SHIFTED_SLICE_MAX_CHANNELS, _block_diagonal, _shifted_slice_conv  # noqa: E402
+from cnn.ops.local import _MAX_PHASE_CONV_OVERHEAD, _phase_conv, _phase_einsum, _phase_extent  # noqa: E402
 
-SECTIONS = ("conv", "fft", "separable", "local", "deformable", "depthwise", "pool")
+SECTIONS = ("conv", "fft", "separable", "local", "tiled", "grouped", "deformable", "depthwise", "pool")
 # Sections whose numbers depend on the convolution flag: rerun in a subprocess without it.
 FLAG_SECTIONS = ("conv", "depthwise")
 
@@ -92,16 +97,25 @@ def bench_conv(timer: Timer, quick: bool) -> dict:
     return {"batch": batch, "matmul_gflops": matmul_gflops(timer), "layers": rows}
 
 
-def bench_fft(timer: Timer, quick: bool) -> dict:
-    """``fft_conv`` against ``correlate`` ("SAME", stride 1) as the kernel grows, 1D and 2D."""
+def bench_fft(timer: Timer, quick: bool, ranks: Sequence[str] = ("1D", "2D", "3D")) -> dict:
+    """``fft_conv`` against ``correlate`` ("SAME", stride 1) as the kernel grows, 1D, 2D and 3D.
+
+    The forward+backward crossover of each rank is what ``Conv(method="auto")`` uses (``FFT_CROSSOVER_KERNEL_SIZE`` in
+    ``cnn/layers/conv.py``; ``tests/layers/test_conv.py`` checks it against ``docs/figures/fft_crossover.json``).
+    """
     rng = np.random.default_rng(0)
     kernels_2d = (3, 7, 11, 15, 23, 31) if quick else tuple(range(3, 32, 2))
     # In 1D the direct sum costs only k per output and channel pair: the crossover lies beyond 31.
     kernels_1d = (3, 15, 31, 63, 127, 255) if quick else (*range(3, 32, 4), 47, 63, 95, 127, 191, 255)
-    channels, batch = 16, 8
-    cases = {"1D": ((4096,), kernels_1d), "2D": ((64, 64), kernels_2d)}
-    result = {"batch": batch, "channels": channels}
-    for name, (spatial, kernels) in cases.items():
+    # In 3D the direct sum costs k^3: the crossover comes early, and large kernels take seconds. 32 channels, the
+    # width of a 3D net's first stage: at 16 the FFT already wins at k = 3 (2x16^3, fwd+bwd 122 vs 27 ms), at 32 not
+    # (244 vs 362 ms), so the crossover moves with the channel count.
+    kernels_3d = (3, 5, 7) if quick else (2, 3, 4, 5, 6, 7)
+    cases = {"1D": ((4096,), kernels_1d, 8, 16), "2D": ((64, 64), kernels_2d, 8, 16),
+             "3D": ((16, 16, 16), kernels_3d, 2, 32)}
+    result = {}
+    for name in ranks:
+        spatial, kernels, batch, channels = cases[name]
         x = normal(rng, batch, *spatial, channels)
         series: dict[str, list[float]] = {key: [] for key in ("fft_fwd", "direct_fwd", "fft_fwd_bwd", "direct_fwd_bwd")}
         for k in kernels:
@@ -198,6 +212,65 @@ def bench_local(timer: Timer, quick: bool) -> dict:
     return {"shape": f"{batch}x{size}x{size}x{cin}->{cout}, {k}x{k}, SAME", "rows": rows}
 
 
+def bench_tiled(timer: Timer, quick: bool) -> dict:
+    """The two strategies of ``tiled_conv`` as the tile grows (``_MAX_PHASE_CONV_OVERHEAD`` in ``cnn/ops/local.py``).
+
+    The sub-pixel convolution (``_phase_conv``) computes ``overhead = prod(extent) / prod(kernel_size)`` times the
+    unshared sum's flops (zeros between the phases); patches + einsum (``_phase_einsum``) compute it exactly. Each is
+    called with the geometry ``tiled_conv(x, w, padding="SAME")`` gives it.
+    """
+    rng = np.random.default_rng(0)
+    batch, size, channels, k = (2, 32, 32, 3) if quick else (4, 32, 32, 3)
+    tiles = (2, 3, 4, 5) if quick else (2, 3, 4, 5, 6, 8)
+    x, g = normal(rng, batch, size, size, channels), normal(rng, batch, size, size, channels)
+    geometry = ((k, k), (1, 1), (1, 1), ops.args.resolve_padding("SAME", (size, size), (k, k), (1, 1), (1, 1)),
+                (size, size))
+    rows = []
+    for t in tiles:
+        w = normal(rng, t, t, k, k, channels, channels, scale=0.1)
+        row = {"tile": t, "overhead": math.prod(_phase_extent((t, t), (k, k), (1, 1), (1, 1))) / (k * k)}
+        for name, strategy in (("phase_conv", _phase_conv), ("einsum", _phase_einsum)):
+
+            def op(x, w, strategy=strategy, t=t):
+                return strategy(x, w, (t, t), *geometry)
+
+            row[f"{name}_fwd_ms"] = 1e3 * timer(op, x, w)
+            row[f"{name}_fwd_bwd_ms"] = 1e3 * timer(forward_backward(op), g, x, w)
+        rows.append(row)
+    return {"shape": f"{batch}x{size}x{size}x{channels}->{channels}, {k}x{k}, SAME", "rows": rows,
+            "max_overhead": _MAX_PHASE_CONV_OVERHEAD}
+
+
+def bench_grouped(timer: Timer, quick: bool) -> dict:
+    """The two CPU rewrites of a grouped convolution as the channels per group grow, at a fixed channel count
+    (``_SHIFTED_SLICE_MAX_CHANNELS`` in ``cnn/ops/_lowering.py``): shifted slices against one dense convolution with
+    the block-diagonal kernel (``groups`` times the flops)."""
+    rng = np.random.default_rng(0)
+    batch, size, channels = (2, 16, 64) if quick else (4, 16, 128)
+    per_group = (1, 2, 4, 8)
+    x, g = normal(rng, batch, size, size, channels), normal(rng, batch, size, size, channels)
+    ones, pads = (1, 1), ((1, 1), (1, 1))
+    rows = []
+    for c in per_group:
+        groups = channels // c
+        w = normal(rng, 3, 3, c, channels, scale=0.1)
+
+        def shifted(x, w, groups=groups):
+            return _shifted_slice_conv(x, w, ones, pads, ones, groups, ones)
+
+        def block_diagonal(x, w, groups=groups):
+            return lax.conv_general_dilated(x, _block_diagonal(w, groups), ones, pads,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+        row = {"per_group": c, "groups": groups}
+        for name, op in (("shifted", shifted), ("block_diagonal", block_diagonal)):
+            row[f"{name}_fwd_ms"] = 1e3 * timer(op, x, w)
+            row[f"{name}_fwd_bwd_ms"] = 1e3 * timer(forward_backward(op), g, x, w)
+        rows.append(row)
+    return {"shape": f"{batch}x{size}x{size}x{channels}->{channels}, 3x3, padding 1", "rows": rows,
+            "max_channels": _SHIFTED_SLICE_MAX_CHANNELS}
+
+
 def bench_deformable(timer: Timer, quick: bool) -> dict:
     """``deformable_conv`` (v2, with mask) forward and forward+backward, beside torchvision when available."""
     rng = np.random.default_rng(0)
@@ -280,13 +353,16 @@ def bench_pool(timer: Timer, quick: bool) -> dict:
 
 BENCHES: dict[str, Callable[[Timer, bool], dict]] = {
     "conv": bench_conv, "fft": bench_fft, "separable": bench_separable, "local": bench_local,
-    "deformable": bench_deformable, "depthwise": bench_depthwise, "pool": bench_pool,
+    "tiled": bench_tiled, "grouped": bench_grouped, "deformable": bench_deformable, "depthwise": bench_depthwise,
+    "pool": bench_pool,
 }
 TITLES = {
     "conv": "`correlate` throughput on ResNet layers",
     "fft": "`fft_conv` vs `correlate`: the crossover kernel size",
     "separable": "Separable vs full kernels",
     "local": "Unshared and tiled convolution: time and memory",
+    "tiled": "`tiled_conv`: sub-pixel convolution vs patches + einsum",
+    "grouped": "Grouped convolutions on CPU: shifted slices vs a block-diagonal kernel",
     "deformable": "`deformable_conv` vs torchvision",
     "depthwise": "Depthwise: `correlate(groups=C)` vs raw `lax.conv_general_dilated`",
     "pool": "Pooling",
@@ -326,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 7, quick 3)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timed runs after which a measurement stops repeating (default 2, quick 0.5)")
+    parser.add_argument("--fft-ranks", default="1D,2D,3D", help="the ranks the fft section measures, e.g. 3D")
     parser.add_argument("--no-compare", action="store_true", help="skip the subprocess without the conv flag")
     parser.add_argument("--out", type=Path, help="also write the markdown tables to this file")
     parser.add_argument("--json", type=Path, help="write the raw results as json (docs/figures.py reads it)")
@@ -338,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
 
     timer = Timer(args.repeats, args.budget)
+    fft_ranks = [r.strip() for r in args.fft_ranks.split(",") if r.strip()]
+    if not fft_ranks or set(fft_ranks) - {"1D", "2D", "3D"}:
+        parser.error(f"--fft-ranks must be a comma-separated subset of 1D,2D,3D, got {args.fft_ranks!r}")
+    benches = {**BENCHES, "fft": lambda timer, quick: bench_fft(timer, quick, fft_ranks)}
     command = "python benchmarks/ops.py " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
     results, loads, parts = {}, {}, [header(args, command.strip())]
@@ -346,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in sections:
         loads[name] = load_average()
         other = OtherLoad()
-        results[name] = BENCHES[name](timer, args.quick)
+        results[name] = benches[name](timer, args.quick)
         if name in FLAG_SECTIONS and FLAG_SET and not args.no_compare:
             # Right after the flagged run, so that both see the same load on the machine.
             unflagged[name] = run_without_flag([name], args)[name]
@@ -361,7 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     formatters: dict[str, Callable[[dict], str]] = {
         "conv": lambda r: conv_tables(with_unflagged("conv", r)),
         "depthwise": lambda r: depthwise_tables(with_unflagged("depthwise", r)),
-        "fft": fft_tables, "separable": separable_tables, "local": local_tables, "deformable": deformable_tables,
+        "fft": fft_tables, "separable": separable_tables, "local": local_tables, "tiled": tiled_tables,
+        "grouped": grouped_tables, "deformable": deformable_tables,
         "pool": pool_tables,
     }
     for name in sections:

@@ -60,7 +60,8 @@ def crossover(kernels: Sequence[int], fft_ms: Sequence[float], direct_ms: Sequen
 
 def fft_tables(result: dict) -> str:
     parts = []
-    for name in ("1D", "2D"):
+    ranks = [name for name in ("1D", "2D", "3D") if name in result]  # runs before 3D was measured have 1D, 2D
+    for name in ranks:
         r = result[name]
         rows = [
             [k, r["direct_fwd"][i], r["fft_fwd"][i], r["direct_fwd"][i] / r["fft_fwd"][i],
@@ -75,7 +76,7 @@ def fft_tables(result: dict) -> str:
     lines = [
         f"- **{name}: FFT wins from k = {result[name]['crossover_fwd']} (forward), "
         f"k = {result[name]['crossover_fwd_bwd']} (forward+backward)**"
-        for name in ("1D", "2D")
+        for name in ranks
     ]
     return "\n\n".join(parts) + "\n\nCrossover (smallest k from which `fft_conv` is faster at every larger k):\n\n" + (
         "\n".join(lines)
@@ -117,6 +118,39 @@ def local_tables(result: dict) -> str:
     ]
     return f"{result['shape']}; memory = temp + argument + output bytes of the compiled program:\n\n" + table(
         ["op", "parameters", "fwd ms", "fwd+bwd ms", "fwd MiB", "fwd+bwd MiB", "fwd+bwd memory vs shared"], rows
+    )
+
+
+def _faster(first_ms: float, second_ms: float, first: str, second: str) -> str:
+    return first if first_ms < second_ms else second
+
+
+def tiled_tables(result: dict) -> str:
+    rows = [
+        [r["tile"], r["overhead"], r["phase_conv_fwd_ms"], r["einsum_fwd_ms"], r["phase_conv_fwd_bwd_ms"],
+         r["einsum_fwd_bwd_ms"], r["einsum_fwd_bwd_ms"] / r["phase_conv_fwd_bwd_ms"],
+         _faster(r["phase_conv_fwd_bwd_ms"], r["einsum_fwd_bwd_ms"], "sub-pixel", "einsum"),
+         "sub-pixel" if r["overhead"] <= result["max_overhead"] else "einsum"]
+        for r in result["rows"]
+    ]
+    return f"{result['shape']}, tile t x t:\n\n" + table(
+        ["t", "flop overhead", "sub-pixel fwd ms", "einsum fwd ms", "sub-pixel fwd+bwd ms", "einsum fwd+bwd ms",
+         "einsum / sub-pixel fwd+bwd", "faster fwd+bwd", f"chosen (overhead <= {result['max_overhead']:g})"], rows
+    )
+
+
+def grouped_tables(result: dict) -> str:
+    rows = [
+        [r["per_group"], r["groups"], r["shifted_fwd_ms"], r["block_diagonal_fwd_ms"], r["shifted_fwd_bwd_ms"],
+         r["block_diagonal_fwd_bwd_ms"], r["block_diagonal_fwd_bwd_ms"] / r["shifted_fwd_bwd_ms"],
+         _faster(r["shifted_fwd_bwd_ms"], r["block_diagonal_fwd_bwd_ms"], "shifted", "block-diagonal"),
+         "shifted" if r["per_group"] <= result["max_channels"] else "block-diagonal"]
+        for r in result["rows"]
+    ]
+    return f"{result['shape']}:\n\n" + table(
+        ["channels per group", "groups", "shifted fwd ms", "block-diag. fwd ms", "shifted fwd+bwd ms",
+         "block-diag. fwd+bwd ms", "block-diag. / shifted fwd+bwd", "faster fwd+bwd",
+         f"chosen (<= {result['max_channels']} channels)"], rows
     )
 
 

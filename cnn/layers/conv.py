@@ -32,10 +32,11 @@ CONV_METHODS = ("xla", "fft", "auto")
 
 # method="auto" switches to fft_conv (stride 1, dilation 1, groups 1) when the kernel's geometric-mean size
 # prod(kernel_size) ** (1 / ndim) is at least this, per number of spatial axes: the forward+backward crossover (what
-# training pays) of BENCHMARKS.md "fft_conv vs correlate" (benchmarks/ops.py, 2 idle CPU cores, Eigen convs, SAME):
-# 1D 8x4096x16->16 from k = 47, 2D 8x64x64x16->16 from k = 9 (forward alone: 95 and 13). 3D from a one-off script,
-# 2x16x16x16x32->32, ms correlate / fft_conv: k=3 39.9/118 fwd, 172/301 fwd+bwd; k=5 178/154, 770/419.
-FFT_CROSSOVER_KERNEL_SIZE = {1: 47, 2: 9, 3: 5}
+# training pays) of BENCHMARKS.md "fft_conv vs correlate" (benchmarks/ops.py, 2 CPU cores, Eigen convs, SAME):
+# 1D 8x4096x16->16 from k = 47, 2D 8x64x64x16->16 from k = 9 (forward alone: 95 and 13; idle machine,
+# docs/figures/ops_benchmark.json), 3D 2x16x16x16x32->32 from k = 4 (forward alone: 5; a loaded machine,
+# docs/figures/fft_crossover_3d.json). tests/layers/test_conv.py checks these against those files.
+FFT_CROSSOVER_KERNEL_SIZE = {1: 47, 2: 9, 3: 4}
 
 
 class Conv(nn.Module):

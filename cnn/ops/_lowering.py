@@ -31,6 +31,7 @@ from cnn.ops.args import output_size
 # [1] 5334 with a cotangent independent of the output: the slices' gradient degrades with many channels.
 # Hence on CPU: shifted slices for depthwise (any channel multiplier) and for groups with at most this many
 # input and output channels; otherwise the block-diagonal dense kernel, groups times the FLOPs yet faster.
+# Measured again by `python benchmarks/ops.py --sections grouped` (BENCHMARKS.md, "The two other constants").
 _SHIFTED_SLICE_MAX_CHANNELS = 4
 
 

@@ -12,6 +12,13 @@ Padding forms accepted everywhere:
   * a sequence of ``(low, high)`` pairs, one per spatial axis.
 
 Here ``k_eff = dilation * (k - 1) + 1`` is the extent of a dilated kernel.
+
+Dtypes, one rule for every public operator of ``cnn.ops``: each array argument (input, kernel, offsets, mask,
+pooling weights, factors) must be real floating point (float16, bfloat16, float32, float64); an integer,
+boolean or complex array is refused with a ValueError naming the argument and its dtype (``float_array``).
+Computing in float and casting back truncates (``fft_conv`` of int32 was off by one) or wraps (``correlate`` of
+uint8 turned 5400 into 24); returning float instead would change the dtype behind the caller's back. Convert
+first: ``x.astype(jnp.float32)``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 
 Padding = str | int | Sequence[tuple[int, int]]
@@ -106,6 +114,17 @@ def output_size(
             )
         sizes.append((n + lo + hi - k) // s + 1)
     return tuple(sizes)
+
+
+def float_array(value, name: str) -> jax.Array:
+    """``value`` as a jax array, which must be real floating point (the dtype rule of the module docstring)."""
+    array = jnp.asarray(value)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise ValueError(
+            f"{name} must be a real floating-point array, got dtype {array.dtype}; convert it first, e.g. "
+            f"{name}.astype(jnp.float32)"
+        )
+    return array
 
 
 def check_input(x, ndim_spatial: int, name: str = "x") -> None:

@@ -44,15 +44,16 @@ from cnn.ops.args import (
     check_input,
     check_kernel,
     effective_kernel_size,
+    float_array,
     output_size,
     pad_boundary,
     resolve_padding,
 )
 
 
-def _as_arrays(x, kernel) -> tuple[jax.Array, jax.Array]:
-    """Both operands as arrays of their common dtype (``lax`` convolutions need equal dtypes)."""
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+def _as_arrays(x, kernel, x_name: str = "x") -> tuple[jax.Array, jax.Array]:
+    """Both operands as floating-point arrays of their common dtype (``lax`` convolutions need equal dtypes)."""
+    x, kernel = float_array(x, x_name), float_array(kernel, "kernel")
     dtype = jnp.result_type(x, kernel)
     return x.astype(dtype), kernel.astype(dtype)
 
@@ -127,7 +128,7 @@ def convolve(
     """
     return correlate(
         x,
-        _flip(jnp.asarray(kernel)),
+        _flip(float_array(kernel, "kernel")),
         stride=stride,
         padding=padding,
         dilation=dilation,
@@ -205,7 +206,7 @@ def conv_transpose(
     Returns:
       ``(batch, *spatial, in_channels)``.
     """
-    y, kernel = _as_arrays(y, kernel)
+    y, kernel = _as_arrays(y, kernel, "y")
     if kernel.ndim < 3:
         raise ValueError(
             f"kernel must have shape (*kernel_spatial, in_channels // groups, out_channels), got {tuple(kernel.shape)}"
@@ -283,7 +284,7 @@ def conv_matrix(
     Returns:
       ``(prod(out_spatial) · out_channels, prod(spatial) · in_channels)``.
     """
-    kernel = jnp.asarray(kernel)
+    kernel = float_array(kernel, "kernel")
     ndim = kernel.ndim - 2
     if ndim not in (1, 2, 3):
         raise ValueError(

@@ -30,7 +30,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, check_kernel, output_size, resolve_padding
+from cnn.ops.args import (
+    IntOrSeq,
+    Padding,
+    as_tuple,
+    check_input,
+    check_kernel,
+    float_array,
+    output_size,
+    resolve_padding,
+)
 
 
 def _corner_sum(weights, samples):
@@ -119,8 +128,8 @@ def deformable_conv(
     Returns:
       ``(batch, out_h, out_w, out_channels)``.
     """
-    x, kernel, offsets = jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(offsets)
-    mask = None if mask is None else jnp.asarray(mask)
+    x, kernel, offsets = float_array(x, "x"), float_array(kernel, "kernel"), float_array(offsets, "offsets")
+    mask = None if mask is None else float_array(mask, "mask")
     check_input(x, 2)
     if kernel.ndim != 4:
         raise ValueError(f"kernel must have shape (kh, kw, in_channels, out_channels), got {tuple(kernel.shape)}")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from cnn.ops.args import IntOrSeq, check_input
+from cnn.ops.args import IntOrSeq, check_input, float_array
 
 __all__ = ["equivariance_error", "rescale", "rotate90", "shift"]
 
@@ -31,6 +31,7 @@ def equivariance_error(f: Callable[[jax.Array], jax.Array], x, transform: Transf
 
     A ValueError if ``f(x) = 0``.
     """
+    x = float_array(x, "x")
     fx = f(x)
     norm = jnp.linalg.norm(fx.ravel())
     if float(norm) == 0:
@@ -43,6 +44,7 @@ def shift(offsets: IntOrSeq) -> Transform:
     axes). ``offsets``: an int (the same on every spatial axis) or one int per spatial axis; any sign."""
 
     def transform(x):
+        x = float_array(x, "x")
         ndim = x.ndim - 2
         check_input(x, ndim)
         per_axis = (offsets,) * ndim if isinstance(offsets, int) else tuple(offsets)
@@ -60,6 +62,7 @@ def rotate90(k: int = 1) -> Transform:
         raise ValueError(f"k must be an int number of quarter turns, got {k!r}")
 
     def transform(x):
+        x = float_array(x, "x")
         if x.ndim < 4:
             raise ValueError(f"rotate90 needs at least 2 spatial axes, got x of shape {tuple(x.shape)}")
         return jnp.rot90(x, k, axes=(1, 2))
@@ -80,6 +83,7 @@ def rescale(factor: float, method: str = "linear") -> Transform:
         raise ValueError(f"factor must be > 0, got {factor!r}")
 
     def transform(x):
+        x = float_array(x, "x")
         ndim = x.ndim - 2
         check_input(x, ndim)
         spatial = x.shape[1:-1]

@@ -30,7 +30,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from cnn.ops.args import Padding, check_kernel, output_size, pad_boundary, resolve_padding
+from cnn.ops.args import Padding, check_kernel, float_array, output_size, pad_boundary, resolve_padding
 
 
 def _next_fast_len(n: int) -> int:
@@ -102,7 +102,7 @@ def fft_conv(x: jax.Array, kernel: jax.Array, *, padding: Padding = "VALID", fli
       ``(batch, *out_spatial, out_channels)``, equal to ``correlate(x, kernel, padding=padding)`` (or
       ``convolve``) up to float rounding.
     """
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    x, kernel = float_array(x, "x"), float_array(kernel, "kernel")
     ndim = check_kernel(x, kernel)
     ones = (1,) * ndim
     kernel_size = kernel.shape[:ndim]
@@ -129,7 +129,7 @@ def fft_conv_circular(x: jax.Array, kernel: jax.Array, *, flip: bool = False) ->
     Returns:
       ``(batch, *spatial, out_channels)``.
     """
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    x, kernel = float_array(x, "x"), float_array(kernel, "kernel")
     ndim = check_kernel(x, kernel)
     spatial = x.shape[1:-1]
     kernel_size = kernel.shape[:ndim]

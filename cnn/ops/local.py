@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, output_size, resolve_padding
+from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, float_array, output_size, resolve_padding
 
 _DIMENSION_NUMBERS = {
     1: ("NWC", "WIO", "NWC"),
@@ -50,13 +50,14 @@ _DIMENSION_NUMBERS = {
 # The sub-pixel kernel computes prod(extent) / prod(kernel_spatial) times the flops of the unshared sum
 # (the zeros between phases). On CPU (batch 8, 32x32, 64->64, 3x3, SAME) against patches + einsum it won at
 # overhead 4 (tile 4x4: 56 vs 77 ms forward, 125 vs 465 ms forward+backward) and lost at 11 (tile 8x8:
-# 345 vs 110 ms forward, 9.3 s vs 0.53 s forward+backward).
+# 345 vs 110 ms forward, 9.3 s vs 0.53 s forward+backward). Measured again by
+# `python benchmarks/ops.py --sections tiled` (BENCHMARKS.md, "The two other constants").
 _MAX_PHASE_CONV_OVERHEAD = 4.0
 
 
 def _prepare(x, kernel, lead_name: str, stride: IntOrSeq, padding: Padding, dilation: IntOrSeq):
     """Validate ``x`` and a ``(*lead, *kernel_spatial, in, out)`` kernel; return them and the geometry."""
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    x, kernel = float_array(x, "x"), float_array(kernel, "kernel")
     # One common dtype: lax convolutions need equal operand dtypes.
     dtype = jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, output_size, resolve_padding
+from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, float_array, output_size, resolve_padding
 
 __all__ = [
     "adaptive_pool",
@@ -120,9 +120,9 @@ def max_pool(x, window: IntOrSeq, *, stride: IntOrSeq | None = None, padding: Pa
     ``x``: ``(batch, *spatial, channels)``; returns ``(batch, *out_spatial, channels)`` with
     ``out = floor((n + low + high - w) / s) + 1`` per axis.
     """
+    x = float_array(x, "x")
     window, stride, pads, _, _ = _window_geometry(x, window, stride, padding)
-    init = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
-    return _reduce_window(x, init, lax.max, window, stride, pads)
+    return _reduce_window(x, -np.inf, lax.max, window, stride, pads)
 
 
 def avg_pool(
@@ -138,6 +138,7 @@ def avg_pool(
     ``N(i) = prod(w)`` (the window size) if ``count_include_pad``, else the number of real (non-padding)
     input elements in window ``i``, so that border outputs are the mean of the real values only.
     """
+    x = float_array(x, "x")
     window, stride, pads, _, counts = _window_geometry(x, window, stride, padding)
     total = _reduce_window(x, 0, lax.add, window, stride, pads)
     if count_include_pad:
@@ -166,6 +167,7 @@ def lp_pool(x, window: IntOrSeq, *, p: float = 2.0, stride: IntOrSeq | None = No
     """
     if not p > 0:
         raise ValueError(f"p must be > 0, got {p!r}")
+    x = float_array(x, "x")
     window, stride, pads, _, _ = _window_geometry(x, window, stride, padding)
     total = _reduce_window(_abs_pow(jnp.abs(x), p), 0, lax.add, window, stride, pads)
     return _abs_pow(total, 1.0 / p)
@@ -201,7 +203,7 @@ def weighted_pool(x, weights, *, stride: IntOrSeq | None = None, padding: Paddin
     Computed as a sum of ``prod(window)`` strided slices, which on XLA:CPU is much faster than a
     grouped convolution with ``feature_group_count = channels``.
     """
-    weights = jnp.asarray(weights)
+    x, weights = float_array(x, "x"), float_array(weights, "weights")
     if weights.ndim == 0:
         raise ValueError("weights must have the window's shape (one axis per spatial axis), got a scalar")
     _, stride, pads, _, _ = _window_geometry(x, tuple(weights.shape), stride, padding)
@@ -246,6 +248,7 @@ def adaptive_pool(x, output_size: IntOrSeq, reduce: str = "max"):
     one axis at a time, so the axes are pooled in turn. ``reduce``: ``"max"`` or ``"avg"``.
     """
     _check_reduce(reduce, ("max", "avg"))
+    x = float_array(x, "x")
     ndim = x.ndim - 2
     check_input(x, ndim)
     return _adaptive_pool(x, as_tuple(output_size, ndim, "output_size"), reduce)
@@ -275,6 +278,7 @@ def channel_pool(x, group_size: int, reduce: str = "max"):
     ``reduce``: ``"max"`` (maxout) or ``"avg"``.
     """
     _check_reduce(reduce, ("max", "avg"))
+    x = float_array(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x must have a batch axis and a channel axis (rank >= 2), got shape {tuple(x.shape)}")
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
@@ -294,6 +298,7 @@ def global_pool(x, reduce: str = "avg"):
     ``x``: ``(batch, *spatial, channels)`` with 1, 2 or 3 spatial axes; returns ``(batch, channels)``.
     """
     _check_reduce(reduce, ("avg", "max"))
+    x = float_array(x, "x")
     check_input(x, x.ndim - 2)
     axes = tuple(range(1, x.ndim - 1))
     return x.mean(axis=axes) if reduce == "avg" else x.max(axis=axes)

@@ -38,6 +38,7 @@ from cnn.ops.args import (
     Padding,
     as_tuple,
     check_input,
+    float_array,
     output_size,
     pad_boundary,
     resolve_padding,
@@ -84,7 +85,9 @@ def depthwise_separable(
     Returns:
       ``(batch, *out_spatial, out)``.
     """
-    x, depthwise_kernel, pointwise_kernel = map(jnp.asarray, (x, depthwise_kernel, pointwise_kernel))
+    x = float_array(x, "x")
+    depthwise_kernel = float_array(depthwise_kernel, "depthwise_kernel")
+    pointwise_kernel = float_array(pointwise_kernel, "pointwise_kernel")
     if depthwise_kernel.ndim < 3:
         raise ValueError(
             f"depthwise_kernel must have shape (*kernel_spatial, 1, C*m), got {tuple(depthwise_kernel.shape)}"
@@ -143,8 +146,8 @@ def separable_conv(
     Returns:
       ``(batch, *out_spatial, C)``.
     """
-    x = jnp.asarray(x)
-    kernels = [jnp.asarray(k) for k in kernels_1d]
+    x = float_array(x, "x")
+    kernels = [float_array(k, f"kernels_1d[{a}]") for a, k in enumerate(kernels_1d)]
     ndim = len(kernels)
     if x.ndim - 2 != ndim:
         raise ValueError(
@@ -203,7 +206,7 @@ def separable_approximation(kernel: jax.Array, rank: int = 1) -> tuple[jax.Array
       ``(rank, kw, C)`` per channel. ``separable_reconstruct`` sums them back to the kernel; for a per-channel
       kernel, ``[col_factors[t], row_factors[t]]`` are the ``kernels_1d`` of ``separable_conv`` for term t.
     """
-    kernel = jnp.asarray(kernel)
+    kernel = float_array(kernel, "kernel")
     if kernel.ndim not in (2, 3):
         raise ValueError(f"kernel must have shape (kh, kw) or (kh, kw, C), got {tuple(kernel.shape)}")
     kh, kw = kernel.shape[:2]
@@ -235,7 +238,7 @@ def separable_reconstruct(col_factors: jax.Array, row_factors: jax.Array) -> jax
     Returns:
       ``(kh, kw)`` or ``(kh, kw, C)``.
     """
-    col, row = jnp.asarray(col_factors), jnp.asarray(row_factors)
+    col, row = float_array(col_factors, "col_factors"), float_array(row_factors, "row_factors")
     same_ndim = col.ndim in (2, 3) and row.ndim == col.ndim
     if not same_ndim or col.shape[0] != row.shape[0] or col.shape[2:] != row.shape[2:]:
         raise ValueError(

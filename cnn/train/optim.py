@@ -6,6 +6,7 @@ import jax
 import ml_collections
 import optax
 
+from cnn.errors import ConfigError
 from cnn.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -20,9 +21,28 @@ OPTIMIZERS.register(
 )
 
 
+# Parameters by what they are, the last key of their path (every layer of cnn/layers, flax's Dense and norms): the
+# weights that multiply an input are decayed; biases and normalization scales are not (Goodfellow et al. 7.1). Not by
+# shape: the biases of LocallyConnected (*out_spatial, features) and TiledConv (*tile, features) have several axes.
+DECAYED_PARAMS = frozenset({"kernel", "depthwise", "pointwise", "weights"})
+UNDECAYED_PARAMS = frozenset({"bias", "scale"})
+
+
 def decay_mask(params):
-    """Weight decay applies to kernels only, not to biases or normalization scales (1-D parameters)."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+    """True for the parameters weight decay applies to (``DECAYED_PARAMS``); a ConfigError for an unknown name."""
+
+    def decayed(path, _) -> bool:
+        name = getattr(path[-1], "key", None)
+        if name in DECAYED_PARAMS:
+            return True
+        if name in UNDECAYED_PARAMS:
+            return False
+        raise ConfigError(
+            f"weight decay: parameter {jax.tree_util.keystr(path)} is neither a weight {sorted(DECAYED_PARAMS)} nor "
+            f"a bias or scale {sorted(UNDECAYED_PARAMS)}; name it so, or add its name to cnn/train/optim.py"
+        )
+
+    return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def _warmup_then(schedule: optax.Schedule, peak: float, warmup_steps: int) -> optax.Schedule:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,7 +13,7 @@ import pytest
 
 import cnn.ops
 from cnn.errors import ConfigError
-from cnn.layers import FFT_CROSSOVER_KERNEL_SIZE, Conv, ConvTranspose
+from cnn.layers import Conv, ConvTranspose
 from tests.reference import correlate_loop, explicit_pads, with_random_params
 
 
@@ -65,7 +68,28 @@ def op_calls(monkeypatch):
     return calls
 
 
-CROSSOVER_2D = FFT_CROSSOVER_KERNEL_SIZE[2]
+FIGURES = Path(__file__).resolve().parents[2] / "docs" / "figures"
+
+
+def _measured_crossovers() -> dict[int, tuple[list[int], int]]:
+    """Per spatial rank, the kernel sizes ``benchmarks/ops.py`` timed (section fft, BENCHMARKS.md) and the smallest
+    from which ``fft_conv`` was faster forward+backward at that and every larger one, recomputed from the timings.
+
+    1D and 2D come from the full run on the idle machine (``ops_benchmark.json``), 3D from its own run
+    (``fft_crossover_3d.json``, ``--sections fft --fft-ranks 3D``).
+    """
+    full = json.loads((FIGURES / "ops_benchmark.json").read_text())["results"]["fft"]
+    three = json.loads((FIGURES / "fft_crossover_3d.json").read_text())["results"]["fft"]
+    crossovers = {}
+    for ndim, run in ((1, full["1D"]), (2, full["2D"]), (3, three["3D"])):
+        faster = [f < d for f, d in zip(run["fft_fwd_bwd"], run["direct_fwd_bwd"], strict=True)]
+        first_of_last_run = next(i for i in range(len(faster)) if all(faster[i:]))
+        crossovers[ndim] = (run["kernels"], run["kernels"][first_of_last_run])
+    return crossovers
+
+
+MEASURED = _measured_crossovers()
+CROSSOVER_2D = MEASURED[2][1]
 
 
 @pytest.mark.parametrize(
@@ -87,12 +111,13 @@ def test_auto_picks_fft_from_the_crossover(op_calls, kernel, strides, dilation, 
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
-def test_auto_crossover_per_spatial_rank(op_calls, ndim):
-    k = FFT_CROSSOVER_KERNEL_SIZE[ndim]
-    for size, expected in [(k - 1, "correlate"), (k, "fft_conv")]:
+def test_auto_follows_the_measured_crossover(op_calls, ndim):
+    """At every kernel size the benchmark measured, "auto" takes the FFT exactly where it was measured faster."""
+    kernels, crossover = MEASURED[ndim]
+    for k in kernels:
         x = jnp.ones((1, *(k + 2,) * ndim, 1))
-        jax.eval_shape(Conv(1, size, method="auto").init, jax.random.key(0), x)
-        assert op_calls.pop() == expected
+        jax.eval_shape(Conv(1, k, method="auto").init, jax.random.key(0), x)
+        assert op_calls.pop() == ("fft_conv" if k >= crossover else "correlate"), f"{ndim}D kernel size {k}"
 
 
 def test_auto_result_matches_both_ops_in_x64():

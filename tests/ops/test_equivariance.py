@@ -2,7 +2,7 @@
 
 The transforms are checked against index formulas written out in numpy; the errors against the identities
 f(T x) = T f(x) (circular correlation and stride-1 pooling with a circular boundary under shifts; a
-rotation-symmetric kernel under quarter turns).
+rotation-symmetric kernel under quarter turns), and against the formula of ``equivariance_error`` computed by hand.
 """
 
 import jax.numpy as jnp
@@ -13,6 +13,7 @@ from cnn.ops.args import pad_boundary
 from cnn.ops.conv import correlate
 from cnn.ops.equivariance import equivariance_error, rescale, rotate90, shift
 from cnn.ops.pooling import avg_pool, max_pool
+from tests.reference import tiled_loop
 
 
 def _rand(shape, seed):
@@ -111,3 +112,52 @@ def test_bad_input_raises():
         rescale(0.0)
     with pytest.raises(ValueError, match="f\\(x\\) is zero"):
         equivariance_error(lambda v: 0 * v, x, shift(1))
+
+
+def _relative_error(f, x, transform):
+    """``||f(T x) - T f(x)||_F / ||f(x)||_F`` over the whole batch, in numpy float64."""
+    fx = f(x)
+    return np.sqrt(np.sum((f(transform(x)) - transform(fx)) ** 2)) / np.sqrt(np.sum(fx**2))
+
+
+def test_equivariance_error_is_the_relative_frobenius_norm_over_the_batch():
+    """Against the formula by hand: a zero-padded correlation (a brute-force loop) does not commute with a circular
+    shift (``np.roll``). The second example, a blob away from the border, commutes (error 0) and has 5x the norm:
+    the batch-wide norms then differ from a mean of per-example ratios."""
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(2, 7, 6, 2))
+    x[1] = 0
+    x[1, 2:4, 2:4] = 5 * rng.normal(size=(2, 2, 2))
+    kernel = rng.normal(size=(3, 3, 2, 3))
+
+    def correlation(v):
+        return tiled_loop(v, kernel[None, None], (1, 1), [(1, 1), (1, 1)], (1, 1))
+
+    def roll(v):
+        return np.roll(v, (2, -1), axis=(1, 2))
+
+    expected = _relative_error(correlation, x, roll)
+    got = equivariance_error(
+        lambda v: correlate(v, jnp.asarray(kernel, jnp.float32), padding="SAME"), _as_f32(x), shift((2, -1))
+    )
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    mean_of_ratios = np.mean([_relative_error(correlation, x[i : i + 1], roll) for i in range(2)])
+    assert abs(mean_of_ratios - expected) > 0.01 * expected
+
+
+def test_equivariance_error_of_a_nonlinear_map_under_rotation():
+    """``f(x) = cumsum(x², axis 1)`` against a quarter turn (``np.rot90``), the formula by hand."""
+    x = np.random.default_rng(11).normal(size=(2, 5, 5, 3))
+    expected = _relative_error(lambda v: np.cumsum(v**2, axis=1), x, lambda v: np.rot90(v, 1, axes=(1, 2)))
+    got = equivariance_error(lambda v: jnp.cumsum(v**2, axis=1), _as_f32(x), rotate90(1))
+    assert expected > 0.1
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_equivariance_error_of_zero_output_is_refused():
+    with pytest.raises(ValueError, match="f\\(x\\) is zero"):
+        equivariance_error(lambda v: 0 * v, _rand((1, 4, 4, 1), 12), shift(1))
+
+
+def _as_f32(x):
+    return jnp.asarray(x, jnp.float32)
