@@ -197,11 +197,14 @@ def scaled_laplacian(graph: Graph, lambda_max: float | jax.Array = 2.0) -> Graph
         L̃[r, s] = (2 / λmax - 1) [r = s] - (2 / λmax) A[r, s] / sqrt(d[r] · d[s])
 
     returned as ``graph`` with every edge weighted ``-(2 / λmax) w / sqrt(d[r] d[s])`` and ``N`` self loops of weight
-    ``2 / λmax - 1`` appended. An isolated node has ``d = 0``, taken as ``d^-1/2 = 0`` (Kipf's ``normalize_adj``), so
-    its row is ``(2 / λmax - 1) [r = s]``. ``L``'s eigenvalues lie in ``[0, 2]``, so ``λmax = 2`` (the default, the
-    bound used by Defferrard's own models, ``rescale_L(L, lmax=2)``, and Kipf & Welling's approximation in sec. 2.2)
-    keeps those of ``L̃`` in ``[-1, 1]``; pass the largest eigenvalue of ``L`` to rescale exactly as Kipf's
-    ``chebyshev_polynomials`` does (``eigsh``), which maps it to 1.
+    ``2 / λmax - 1`` appended. An isolated node has ``d = 0``, taken as ``d^-1/2 = 0`` (Kipf's ``normalize_adj``),
+    so its row is ``(2 / λmax - 1) [r = s]``; on a directed graph so is a node that only sends (its in-degree ``d``
+    is 0), whose messages are then dropped as well.
+
+    ``λmax``: ``L``'s eigenvalues lie in ``[0, 2]``, so the default ``λmax = 2`` keeps those of ``L̃`` in
+    ``[-1, 1]``; it is what Defferrard's own models use (cnn_graph ``lib/models.py``: ``rescale_L(L, lmax=2)``) and
+    Kipf & Welling's approximation in their sec. 2.2. Kipf's reference ``chebyshev_polynomials`` instead computes the
+    largest eigenvalue of ``L`` (``eigsh``), mapping it to 1: pass that value to rescale as it does.
     """
     check_graph(graph)
     inv_sqrt = _inverse_sqrt_degree(graph, 0.0)
