@@ -7,6 +7,7 @@ model can take its convolution as a config choice.
 from cnn.layers.conv import CONV_METHODS, DEFAULT_KERNEL_INIT, FFT_CROSSOVER_KERNEL_SIZE, Conv, ConvTranspose
 from cnn.layers.conv_types import CONV_TYPES, ConvSpec, ModuleDef, conv_module
 from cnn.layers.deformable import DeformableConv
+from cnn.layers.graph import ChebConv, GCNConv
 from cnn.layers.local import LocallyConnected, TiledConv
 from cnn.layers.pooling import AdaptivePool, AvgPool, ChannelPool, GlobalPool, LpPool, MaxPool, WeightedPool
 from cnn.layers.separable import SeparableConv
@@ -19,10 +20,12 @@ __all__ = [
     "AdaptivePool",
     "AvgPool",
     "ChannelPool",
+    "ChebConv",
     "Conv",
     "ConvSpec",
     "ConvTranspose",
     "DeformableConv",
+    "GCNConv",
     "GlobalPool",
     "LocallyConnected",
     "LpPool",

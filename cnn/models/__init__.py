@@ -8,10 +8,11 @@ from functools import partial
 import flax.linen as nn
 
 from cnn.errors import ConfigError
-from cnn.layers import conv_module
+from cnn.layers import ChebConv, conv_module
 from cnn.models.alexnet import AlexNet
 from cnn.models.common import BatchNorm
 from cnn.models.efficientnet import BatchNormTF, EfficientNet
+from cnn.models.gcn import GCN
 from cnn.models.lenet import LeNet5
 from cnn.models.resnet import BasicBlock, BottleneckBlock, CifarResNet, ResNet
 from cnn.models.small_cnn import SmallCNN
@@ -57,6 +58,11 @@ MODELS.register("efficientnet_b4", partial(EfficientNet, width_mult=1.4, depth_m
 MODELS.register("efficientnet_b5", partial(EfficientNetTF, width_mult=1.6, depth_mult=2.2, dropout_rate=0.4))
 MODELS.register("efficientnet_b6", partial(EfficientNetTF, width_mult=1.8, depth_mult=2.6, dropout_rate=0.5))
 MODELS.register("efficientnet_b7", partial(EfficientNetTF, width_mult=2.0, depth_mult=3.1, dropout_rate=0.5))
+
+# Graph convolutional networks on a cnn.ops.Graph: GCN, and its Chebyshev baseline of polynomial order K
+MODELS.register("gcn", GCN)
+MODELS.register("chebnet_k2", partial(GCN, conv=partial(ChebConv, order=2)))
+MODELS.register("chebnet_k3", partial(GCN, conv=partial(ChebConv, order=3)))
 
 
 def create(name: str, *, num_classes: int, **overrides) -> nn.Module:

@@ -85,7 +85,8 @@ def random_variables(model: nn.Module, shape: tuple[int, ...], seed: int = 0):
 
 
 def test_every_registered_model_has_a_published_count():
-    assert set(MODELS.names()) - {"small_cnn"} == set(PUBLISHED)
+    graph_models = {"gcn", "chebnet_k2", "chebnet_k3"}  # counted by hand on Cora in tests/models/test_gcn.py
+    assert set(MODELS.names()) - {"small_cnn"} - graph_models == set(PUBLISHED)
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
