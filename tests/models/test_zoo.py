@@ -85,7 +85,9 @@ def random_variables(model: nn.Module, shape: tuple[int, ...], seed: int = 0):
 
 
 def test_every_registered_model_has_a_published_count():
-    assert set(MODELS.names()) - {"small_cnn"} == set(PUBLISHED)
+    # the segmentation models' counts are tested in test_segmentation_models.py
+    segmentation = {name for name in MODELS.names() if name.startswith(("unet", "fcn"))}
+    assert set(MODELS.names()) - {"small_cnn"} - segmentation == set(PUBLISHED)
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
