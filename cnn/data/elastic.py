@@ -78,11 +78,24 @@ def random_tile(rng: np.random.Generator, image: np.ndarray, label: np.ndarray, 
 
 
 def augment(rng: np.random.Generator, image: np.ndarray, label: np.ndarray, tile_size: int,
-            label_size: int | None = None, *, sigma: float = 10.0, grid: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """The training augmentation: a symmetry of the square, an elastic deformation, then a random tile."""
-    image, label = flip_rotate(rng, image, label)
-    image, label = elastic_deform(rng, image, label, sigma=sigma, grid=grid)
-    return random_tile(rng, image, label, tile_size, label_size)
+            label_size: int | None = None, *, weight: np.ndarray | None = None, sigma: float = 10.0,
+            grid: int = 3) -> tuple[np.ndarray, ...]:
+    """The training augmentation: a symmetry of the square, an elastic deformation, then a random tile:
+    ``(image tile, label tile)``, and the ``weight (H, W)`` tile (a per-pixel loss weight, e.g. the U-Net weight map
+    computed once per image) if given, moved as an image channel and cropped as the label."""
+    channels = image if image.ndim == 3 else image[..., None]
+    if weight is not None:
+        if weight.shape != label.shape:
+            raise ValueError(f"weight {weight.shape} must have the label's shape {label.shape}")
+        channels = np.concatenate([channels.astype(np.float32), weight[..., None].astype(np.float32)], axis=-1)
+    channels, label = flip_rotate(rng, channels, label)
+    channels, label = elastic_deform(rng, channels, label, sigma=sigma, grid=grid)
+    tile, label = random_tile(rng, channels, label, tile_size, label_size)
+    if weight is None:
+        return (tile if image.ndim == 3 else tile[..., 0]), label
+    margin = (tile_size - label.shape[0]) // 2
+    weight_tile = tile[margin : margin + label.shape[0], margin : margin + label.shape[1], -1]
+    return (tile[..., :-1] if image.ndim == 3 else tile[..., 0]), label, np.maximum(weight_tile, 0.0)
 
 
 def _check_pair(image: np.ndarray, label: np.ndarray) -> None:

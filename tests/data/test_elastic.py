@@ -67,3 +67,14 @@ def test_bad_input():
         random_tile(RNG, IMAGE, LABEL, tile_size=21, label_size=12)
     with pytest.raises(ValueError, match="even margin"):
         random_tile(RNG, IMAGE, LABEL, tile_size=60, label_size=50)
+
+
+def test_a_weight_map_moves_with_the_label():
+    rng = np.random.default_rng(3)
+    image, label, weight = augment(rng, IMAGE[..., 0], LABEL, tile_size=24, label_size=16, weight=LABEL / 255.0,
+                                   sigma=0.0)  # no deformation: the weight tile is the label tile, scaled
+    assert image.shape == (24, 24) and weight.shape == label.shape == (16, 16)
+    np.testing.assert_allclose(weight, label / 255.0, atol=1e-6)
+    again = augment(np.random.default_rng(3), IMAGE[..., 0], LABEL, tile_size=24, label_size=16, sigma=0.0)
+    np.testing.assert_array_equal(again[1], label)  # the weight does not change the draws
+    np.testing.assert_allclose(again[0], image, atol=1e-6)
