@@ -12,10 +12,12 @@ from cnn.layers import ChebConv, conv_module
 from cnn.models.alexnet import AlexNet
 from cnn.models.common import BatchNorm
 from cnn.models.efficientnet import BatchNormTF, EfficientNet
+from cnn.models.fcn import FCN
 from cnn.models.gcn import GCN
 from cnn.models.lenet import LeNet5
 from cnn.models.resnet import BasicBlock, BottleneckBlock, CifarResNet, ResNet
 from cnn.models.small_cnn import SmallCNN
+from cnn.models.unet import UNet, UNet3D
 from cnn.models.vgg import VGG
 from cnn.registry import Registry
 
@@ -35,11 +37,15 @@ MODELS.register("vgg16_bn", partial(VGG, stage_sizes=(2, 2, 3, 3, 3), norm=Batch
 MODELS.register("vgg19_bn", partial(VGG, stage_sizes=(2, 2, 4, 4, 4), norm=BatchNorm))
 
 # ResNets: blocks per stage
-MODELS.register("resnet18", partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock))
-MODELS.register("resnet34", partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock))
-MODELS.register("resnet50", partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BottleneckBlock))
-MODELS.register("resnet101", partial(ResNet, stage_sizes=(3, 4, 23, 3), block_cls=BottleneckBlock))
-MODELS.register("resnet152", partial(ResNet, stage_sizes=(3, 8, 36, 3), block_cls=BottleneckBlock))
+RESNETS = {
+    "resnet18": partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock),
+    "resnet34": partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock),
+    "resnet50": partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BottleneckBlock),
+    "resnet101": partial(ResNet, stage_sizes=(3, 4, 23, 3), block_cls=BottleneckBlock),
+    "resnet152": partial(ResNet, stage_sizes=(3, 8, 36, 3), block_cls=BottleneckBlock),
+}
+for _name, _resnet in RESNETS.items():
+    MODELS.register(_name, _resnet)
 
 # CIFAR ResNets of depth 6n + 2: n basic blocks per stage
 MODELS.register("cifar_resnet20", partial(CifarResNet, stage_sizes=(3, 3, 3)))
@@ -63,6 +69,15 @@ MODELS.register("efficientnet_b7", partial(EfficientNetTF, width_mult=2.0, depth
 MODELS.register("gcn", GCN)
 MODELS.register("chebnet_k2", partial(GCN, conv=partial(ChebConv, order=2)))
 MODELS.register("chebnet_k3", partial(GCN, conv=partial(ChebConv, order=3)))
+# U-Nets: the paper's unpadded one (572² → 388²), the "same"-padded variant with BatchNorm, the 3D one on volumes
+MODELS.register("unet", UNet)
+MODELS.register("unet_padded", partial(UNet, padding="SAME", norm=BatchNorm))
+MODELS.register("unet3d", UNet3D)
+
+# Fully convolutional networks on every ImageNet ResNet: FCN-32s and FCN-8s
+for _name, _resnet in RESNETS.items():
+    for _stride in (32, 8):
+        MODELS.register(f"fcn{_stride}s_{_name}", partial(FCN, backbone=_resnet, output_stride=_stride))
 
 
 def create(name: str, *, num_classes: int, **overrides) -> nn.Module:

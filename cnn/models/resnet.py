@@ -24,6 +24,8 @@ dense. The shortcuts are option A: the identity, subsampled by the stride and ze
 (bottleneck ends, projections) stay standard. ``norm`` builds the normalization (BatchNorm with torchvision's
 eps 1e-5 and momentum 0.1, i.e. flax ``momentum=0.9``, by default); it is called with ``use_running_average``.
 Padding is torch's symmetric ``k // 2`` (not XLA's "SAME", which pads stride-2 convolutions on the high side only).
+``features_only=True`` returns the output of every stage (strides 4, 8, 16, 32 for the ImageNet ResNets) instead
+of the logits, and builds no head: the dense heads of ``cnn.models.fcn`` read them.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class ResNet(nn.Module):
     width: int = 64
     conv: ModuleDef = standard_conv
     norm: ModuleDef = BatchNorm
+    features_only: bool = False  # return every stage's output (for dense heads: cnn.models.fcn), not the logits
 
     stem: ClassVar[Layer] = Layer(7, 2, 1, 3)  # conv 7×7 /2, padding 3
     stem_pool: ClassVar[Layer | None] = Layer(3, 2, 1, 1)  # max pool 3×3 /2, padding 1
@@ -134,7 +137,7 @@ class ResNet(nn.Module):
         return 2 if stage > 0 and block == 0 else 1
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | list[jax.Array]:
         norm = partial(self.norm, use_running_average=not train)
         stem, pool = self.stem, self.stem_pool
         x = standard_conv(
@@ -143,11 +146,15 @@ class ResNet(nn.Module):
         x = nn.relu(norm(name="stem_bn")(x))
         if pool:
             x = nn.max_pool(x, (pool.kernel,) * 2, strides=(pool.stride,) * 2, padding=((pool.padding,) * 2,) * 2)
+        stages = []
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 block = self.block_cls(self.width * 2**i, self._strides(i, j), self.conv, norm, self.shortcut,
                                        name=f"stage{i + 1}_block{j + 1}")
                 x = block(x)
+            stages.append(x)
+        if self.features_only:
+            return stages
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
 
