@@ -225,6 +225,7 @@ def conv_params(kind: str, cin: int, cout: int, out: int, bias: bool) -> int:
     dense = 9 * cin * cout + bias * cout
     return {
         "standard": dense,
+        "acs": dense,  # a 3D kind: standard on these 2D convolutions
         "dilated": dense,
         "fft": dense,
         "separable": 9 * cin + cin * cout + bias * cout,  # depthwise (3, 3, 1, cin), pointwise (cin, cout)
