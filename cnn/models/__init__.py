@@ -10,10 +10,14 @@ import flax.linen as nn
 from cnn.errors import ConfigError
 from cnn.layers import conv_module
 from cnn.models.alexnet import AlexNet
+from cnn.models.audio import M5, LogMelCNN
+from cnn.models.c3d import C3D
 from cnn.models.common import BatchNorm
 from cnn.models.efficientnet import BatchNormTF, EfficientNet
 from cnn.models.lenet import LeNet5
+from cnn.models.mnist1d import Mnist1dCNN
 from cnn.models.resnet import BasicBlock, BottleneckBlock, CifarResNet, ResNet
+from cnn.models.resnet3d import ResNet3d
 from cnn.models.small_cnn import SmallCNN
 from cnn.models.vgg import VGG
 from cnn.registry import Registry
@@ -57,6 +61,18 @@ MODELS.register("efficientnet_b4", partial(EfficientNet, width_mult=1.4, depth_m
 MODELS.register("efficientnet_b5", partial(EfficientNetTF, width_mult=1.6, depth_mult=2.2, dropout_rate=0.4))
 MODELS.register("efficientnet_b6", partial(EfficientNetTF, width_mult=1.8, depth_mult=2.6, dropout_rate=0.5))
 MODELS.register("efficientnet_b7", partial(EfficientNetTF, width_mult=2.0, depth_mult=3.1, dropout_rate=0.5))
+
+# 1D: sequences and waveforms; 2D: spectrograms
+MODELS.register("mnist1d_cnn", Mnist1dCNN)
+MODELS.register("m5", M5)
+MODELS.register("log_mel_cnn", LogMelCNN)
+
+# 3D: video (block convolutions per stage) and volumes
+MODELS.register("r3d_18", partial(ResNet3d, stem="r3d", block_kinds=("3d",) * 4))
+MODELS.register("mc3_18", partial(ResNet3d, stem="r3d", block_kinds=("3d", "2d", "2d", "2d")))
+MODELS.register("r2plus1d_18", partial(ResNet3d, stem="r2plus1d", block_kinds=("2+1d",) * 4))
+MODELS.register("c3d", C3D)
+MODELS.register("resnet18_3d", partial(ResNet3d, stem="volume", block_kinds=("3d",) * 4))
 
 
 def create(name: str, *, num_classes: int, **overrides) -> nn.Module:
