@@ -71,6 +71,7 @@ MODELS.register("log_mel_cnn", LogMelCNN)
 MODELS.register("r3d_18", partial(ResNet3d, stem="r3d", block_kinds=("3d",) * 4))
 MODELS.register("mc3_18", partial(ResNet3d, stem="r3d", block_kinds=("3d", "2d", "2d", "2d")))
 MODELS.register("r2plus1d_18", partial(ResNet3d, stem="r2plus1d", block_kinds=("2+1d",) * 4))
+MODELS.register("fr2d_18", partial(ResNet3d, stem="frames", block_kinds=("2d",) * 4))  # per-frame 2D
 MODELS.register("c3d", C3D)
 MODELS.register("resnet18_3d", partial(ResNet3d, stem="volume", block_kinds=("3d",) * 4))
 

@@ -10,7 +10,12 @@ widths 64, 128, 256, 512, stride 2 on the first block of stages 2-4, global aver
 | r3d_18       | 3×7×7 64 /(1, 2, 2), BN, ReLU                | 3×3×3      | 3×3×3       | 33,371,472               |
 | mc3_18       | 3×7×7 64 /(1, 2, 2), BN, ReLU                | 3×3×3      | 1×3×3       | 11,695,440               |
 | r2plus1d_18  | 1×7×7 45 /(1, 2, 2), BN, ReLU; 3×1×1 64, BN, ReLU | (2+1)D | (2+1)D      | 31,505,325               |
+| fr2d_18      | 1×7×7 64 /(1, 2, 2), BN, ReLU                | 1×3×3      | 1×3×3       | 11,381,712               |
 | resnet18_3d  | 3×3×3 64, BN, ReLU (no pooling)              | 3×3×3      | 3×3×3       | (MedMNIST: 2 classes)    |
+
+``fr2d_18`` is Tran et al.'s f-R2D: a 2D ResNet-18 applied to every frame (no temporal extent anywhere), its
+features averaged over time by the global pool; it has the 2D ResNet-18's parameters (torchvision's ``resnet18``
+count less its head: 11,689,512 - 513 · 600).
 
 Block convolutions: ``3d`` a 3×3×3 convolution (stride s on every axis); ``2d`` a 1×3×3 one ("mixed convolution":
 no temporal extent and no temporal stride in stages 2-4 of mc3); ``2+1d`` a 1×3×3 convolution to ``M`` mid-planes
@@ -39,7 +44,7 @@ from cnn.layers import ModuleDef
 from cnn.models.common import BatchNorm, check_input_rank, standard_conv
 
 BLOCK_KINDS = ("3d", "2d", "2+1d")
-STEMS = ("r3d", "r2plus1d", "volume")
+STEMS = ("r3d", "r2plus1d", "frames", "volume")
 
 
 def mid_planes(in_features: int, features: int) -> int:
@@ -105,9 +110,10 @@ class ResNet3d(nn.Module):
             x = nn.relu(norm(name="stem_mid_bn")(x))
             x = standard_conv(self.width, (3, 1, 1), padding=[(1, 1), (0, 0), (0, 0)], use_bias=False,
                               name="stem_temporal")(x)
-        elif self.stem == "r3d":
-            x = standard_conv(self.width, (3, 7, 7), (1, 2, 2), padding=[(1, 1), (3, 3), (3, 3)], use_bias=False,
-                              name="stem_conv")(x)
+        elif self.stem in ("r3d", "frames"):
+            t = 3 if self.stem == "r3d" else 1
+            x = standard_conv(self.width, (t, 7, 7), (1, 2, 2), padding=[(t // 2, t // 2), (3, 3), (3, 3)],
+                              use_bias=False, name="stem_conv")(x)
         elif self.stem == "volume":
             x = self.conv(self.width, (3, 3, 3), padding=1, use_bias=False, name="stem_conv")(x)
         else:

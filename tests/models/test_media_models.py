@@ -34,6 +34,7 @@ MEDIA_PUBLISHED = {
     "r3d_18": (33_371_472, 400, (1, 16, 112, 112, 3)),  # torchvision R3D_18_Weights.KINETICS400_V1
     "mc3_18": (11_695_440, 400, (1, 16, 112, 112, 3)),  # MC3_18_Weights.KINETICS400_V1
     "r2plus1d_18": (31_505_325, 400, (1, 16, 112, 112, 3)),  # R2Plus1D_18_Weights.KINETICS400_V1
+    "fr2d_18": (11_689_512 - 513 * 600, 400, (1, 16, 112, 112, 3)),  # torchvision resnet18, head 1000 → 400 classes
     # Tran et al. 2015 fig. 3: 8 convs 3×3×3 (27·C·O + O), fc6 8,192 → 4,096, fc7, fc8 to Sports-1M's 487
     "c3d": (27 * (3 * 64 + 64 * 128 + 128 * 256 + 256 * 256 + 256 * 512 + 3 * 512 * 512) + 64 + 128
             + 2 * 256 + 4 * 512 + 8192 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 487 + 487, 487,
@@ -70,8 +71,8 @@ def test_resnet18_3d_and_its_acs_variant(conv, taps):
 @pytest.mark.parametrize(
     ("name", "shape"),
     [("r3d_18", (2, 5, 33, 20, 3)), ("mc3_18", (2, 1, 17, 17, 3)), ("r2plus1d_18", (2, 7, 24, 40, 3)),
-     ("c3d", (2, 19, 50, 37, 3)), ("resnet18_3d", (2, 64, 64, 64, 1)), ("m5", (2, 1021, 1)),
-     ("mnist1d_cnn", (2, 73, 1)), ("log_mel_cnn", (2, 40, 9, 1))],
+     ("fr2d_18", (2, 3, 20, 20, 3)), ("c3d", (2, 19, 50, 37, 3)), ("resnet18_3d", (2, 64, 64, 64, 1)),
+     ("m5", (2, 1021, 1)), ("mnist1d_cnn", (2, 73, 1)), ("log_mel_cnn", (2, 40, 9, 1))],
 )
 def test_any_clip_size_in_train_and_eval_mode(name, shape):
     model = create(name, num_classes=5)
