@@ -4,6 +4,7 @@
 model can take its convolution as a config choice.
 """
 
+from cnn.layers.acs import ACSConv
 from cnn.layers.conv import CONV_METHODS, DEFAULT_KERNEL_INIT, FFT_CROSSOVER_KERNEL_SIZE, Conv, ConvTranspose
 from cnn.layers.conv_types import CONV_TYPES, ConvSpec, ModuleDef, conv_module
 from cnn.layers.deformable import DeformableConv
@@ -17,6 +18,7 @@ __all__ = [
     "CONV_TYPES",
     "DEFAULT_KERNEL_INIT",
     "FFT_CROSSOVER_KERNEL_SIZE",
+    "ACSConv",
     "AdaptivePool",
     "AvgPool",
     "ChannelPool",

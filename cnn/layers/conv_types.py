@@ -13,12 +13,16 @@ the same shapes with any kind, so the convolution becomes a config choice (``CON
     locally_connected  LocallyConnected (unshared weights; its parameter shapes depend on the input size)
     tiled              TiledConv with 2 kernels per axis
     fft                Conv(method="fft")
+    acs                ACSConv: one 2D kernel whose output channels split over the axial, coronal and sagittal
+                       planes of a volume (Yang et al. 2021); 3D only
 
 Fallbacks to ``standard``, where a kind cannot honour the arguments:
   * a 1×1 kernel, in every kind: it has no spatial extent to dilate, deform, separate, untie or transform;
-  * ``feature_group_count > 1`` for deformable, separable, locally_connected, tiled and fft: their operators have
+  * ``feature_group_count > 1`` for deformable, acs, separable, locally_connected, tiled and fft: their operators have
     no groups, and a grouped or depthwise convolution is already a factorized one;
   * deformable on other than 2 spatial axes (``ops.deformable_conv`` is 2D);
+  * acs on other than 3 spatial axes, or on a kernel that is not cubic (a ``1×3×3`` or ``3×1×1`` kernel is already
+    a factorized one);
   * fft with a stride or dilation above 1 (``ops.fft_conv`` computes stride 1, dilation 1: a strided FFT
     convolution would compute every output and discard most).
 """
@@ -31,6 +35,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from cnn.layers.acs import ACSConv
 from cnn.layers.conv import DEFAULT_KERNEL_INIT, Conv, Initializer
 from cnn.layers.deformable import DeformableConv
 from cnn.layers.local import LocallyConnected, TiledConv
@@ -77,6 +82,10 @@ CONV_TYPES.register("deformable", _standard_if_grouped(
 ))
 CONV_TYPES.register("separable", _standard_if_grouped(lambda spec: SeparableConv(**spec.ungrouped())))
 CONV_TYPES.register("locally_connected", _standard_if_grouped(lambda spec: LocallyConnected(**spec.ungrouped())))
+CONV_TYPES.register("acs", _standard_if_grouped(
+    lambda spec: ACSConv(**spec.ungrouped()) if len(set(spec.kernel_size)) == 1 and len(spec.kernel_size) == 3
+    else spec.conv()
+))
 CONV_TYPES.register("tiled", _standard_if_grouped(lambda spec: TiledConv(**spec.ungrouped(), tile=2)))
 
 

@@ -10,12 +10,16 @@ import flax.linen as nn
 from cnn.errors import ConfigError
 from cnn.layers import ChebConv, conv_module
 from cnn.models.alexnet import AlexNet
+from cnn.models.audio import M5, LogMelCNN
+from cnn.models.c3d import C3D
 from cnn.models.common import BatchNorm
 from cnn.models.efficientnet import BatchNormTF, EfficientNet
 from cnn.models.fcn import FCN
 from cnn.models.gcn import GCN
 from cnn.models.lenet import LeNet5
+from cnn.models.mnist1d import Mnist1dCNN
 from cnn.models.resnet import BasicBlock, BottleneckBlock, CifarResNet, ResNet
+from cnn.models.resnet3d import ResNet3d
 from cnn.models.small_cnn import SmallCNN
 from cnn.models.unet import UNet, UNet3D
 from cnn.models.vgg import VGG
@@ -78,6 +82,18 @@ MODELS.register("unet3d", UNet3D)
 for _name, _resnet in RESNETS.items():
     for _stride in (32, 8):
         MODELS.register(f"fcn{_stride}s_{_name}", partial(FCN, backbone=_resnet, output_stride=_stride))
+# 1D: sequences and waveforms; 2D: spectrograms
+MODELS.register("mnist1d_cnn", Mnist1dCNN)
+MODELS.register("m5", M5)
+MODELS.register("log_mel_cnn", LogMelCNN)
+
+# 3D: video (block convolutions per stage) and volumes
+MODELS.register("r3d_18", partial(ResNet3d, stem="r3d", block_kinds=("3d",) * 4))
+MODELS.register("mc3_18", partial(ResNet3d, stem="r3d", block_kinds=("3d", "2d", "2d", "2d")))
+MODELS.register("r2plus1d_18", partial(ResNet3d, stem="r2plus1d", block_kinds=("2+1d",) * 4))
+MODELS.register("fr2d_18", partial(ResNet3d, stem="frames", block_kinds=("2d",) * 4))  # per-frame 2D
+MODELS.register("c3d", C3D)
+MODELS.register("resnet18_3d", partial(ResNet3d, stem="volume", block_kinds=("3d",) * 4))
 
 
 def create(name: str, *, num_classes: int, **overrides) -> nn.Module:

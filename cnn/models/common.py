@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import partial
 
 import flax.linen as nn
+import jax
 
 from cnn.layers import conv_module
 from cnn.ops import Layer
@@ -22,3 +23,10 @@ BatchNorm = partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 standard_conv = conv_module("standard")
 
 Chain = list[tuple[str, list[Layer]]]
+
+
+def check_input_rank(x: jax.Array, spatial_axes: int, model: str, layout: str) -> None:
+    """A ``ValueError`` naming ``model`` and its ``layout`` unless ``x`` has ``spatial_axes`` between batch and
+    channels (a volume given to a 2D model would otherwise fail deep inside a convolution)."""
+    if x.ndim != spatial_axes + 2:
+        raise ValueError(f"{model} takes {layout}, got an input of shape {tuple(x.shape)}")

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn.layers import ModuleDef
-from cnn.models.common import BatchNorm, Chain, standard_conv
+from cnn.models.common import BatchNorm, Chain, check_input_rank, standard_conv
 from cnn.ops import Layer
 
 
@@ -138,6 +138,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | list[jax.Array]:
+        check_input_rank(x, 2, type(self).__name__, "images (batch, height, width, channels)")
         norm = partial(self.norm, use_running_average=not train)
         stem, pool = self.stem, self.stem_pool
         x = standard_conv(

@@ -4,6 +4,7 @@ Channels last: inputs ``(batch, *spatial, channels)``, kernels ``(*kernel_spatia
 three spatial dimensions. See ``docs/operators.md`` for each formula and the identities that test it.
 """
 
+from cnn.ops.acs import acs_conv, acs_split
 from cnn.ops.conv import conv_matrix, conv_transpose, convolve, correlate
 from cnn.ops.deformable import deformable_conv
 from cnn.ops.equivariance import equivariance_error, rescale, rotate90, shift
@@ -43,6 +44,8 @@ __all__ = [
     "Graph",
     "Layer",
     "ReceptiveField",
+    "acs_conv",
+    "acs_split",
     "adaptive_pool",
     "avg_pool",
     "channel_pool",

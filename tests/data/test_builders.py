@@ -187,6 +187,10 @@ def test_fsdd_equals_the_wav_files_with_the_official_split(build):
             assert rate == 8000 and row["audio"].dtype == np.int16
             np.testing.assert_array_equal(row["audio"], samples)
     assert builder.info.splits["train"].num_examples == 2700 and builder.info.splits["test"].num_examples == 300
+    held_out = [speakers[row["speaker"]] for row in examples(builder, "speaker_test")]
+    assert held_out == ["jackson"] * 500
+    seen = {speakers[row["speaker"]] for row in examples(builder, "speaker_train")}
+    assert seen == set(speakers) - {"jackson"} and builder.info.splits["speaker_train"].num_examples == 2500
 
 
 @needs_shared

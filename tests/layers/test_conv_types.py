@@ -21,7 +21,7 @@ from cnn.layers import (
 )
 from tests.reference import correlate_loop, with_random_params
 
-KINDS = ["deformable", "dilated", "fft", "locally_connected", "separable", "standard", "tiled"]
+KINDS = ["acs", "deformable", "dilated", "fft", "locally_connected", "separable", "standard", "tiled"]
 KEY = jax.random.key(0)
 
 
@@ -34,7 +34,7 @@ def test_registry_names_the_kinds():
 
 
 def test_unknown_kind_names_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown conv type 'wavelet'; choose from \['deformable', 'dilated'"):
+    with pytest.raises(ConfigError, match=r"unknown conv type 'wavelet'; choose from \['acs', 'deformable', 'dilated'"):
         conv_module("wavelet")
 
 

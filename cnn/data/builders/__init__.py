@@ -5,7 +5,7 @@ Importing this package registers the builders with TFDS:
 | TFDS name | class | manual_dir (``shared/data/...``) | splits |
 |---|---|---|---|
 | ``isbi2012_em`` | :class:`Isbi2012Em` | ``isbi2012_em`` | train 30 (masks), test 30 (no masks) |
-| ``fsdd`` | :class:`Fsdd` | ``fsdd`` | train 2,700, test 300 |
+| ``fsdd`` | :class:`Fsdd` | ``fsdd`` | train 2,700, test 300; speaker_train 2,500, speaker_test 500 |
 | ``adrenal_mnist3d/28``, ``/64`` | :class:`AdrenalMnist3d` | ``medmnist3d`` | train 1,188, validation 98, test 298 |
 | ``mnist1d`` | :class:`Mnist1d` | ``mnist1d`` | train 4,000, test 1,000 |
 | ``planetoid/cora``, ``/citeseer`` | :class:`Planetoid` | ``planetoid`` | full: 1 graph, split masks inside |

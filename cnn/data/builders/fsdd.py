@@ -5,13 +5,19 @@ Z. Jackson et al., github.com/Jakobovski/free-spoken-digit-dataset (CC BY-SA 4.0
 ``audio`` (the int16 samples, variable length), ``label`` (the digit), ``speaker`` and ``index`` (0-49, the
 speaker's take of that digit); the key is the file name.
 
-Split, the dataset's official one (its README: "Recordings numbered 0-4 (inclusive) are in the test and 5-49 are in
-the training set"): ``test`` = index 0-4 (300 recordings), ``train`` = index 5-49 (2,700). Every speaker is in both.
+Splits (the official one from the dataset's README: "Recordings numbered 0-4 (inclusive) are in the test and 5-49
+are in the training set"; the speaker-held-out one asks whether a model generalises to a voice it never heard):
+
+| split             | recordings                                                          | examples |
+|-------------------|---------------------------------------------------------------------|----------|
+| ``train``         | takes 5-49 of every speaker and digit                               | 2,700    |
+| ``test``          | takes 0-4 of every speaker and digit                                | 300      |
+| ``speaker_train`` | every take of the five speakers other than ``HELD_OUT_SPEAKER``     | 2,500    |
+| ``speaker_test``  | every take of ``HELD_OUT_SPEAKER`` (jackson)                        | 500      |
 """
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,13 +25,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cnn.data import checksums
+from cnn.data.audio import SAMPLE_RATE, read_wav
 from cnn.data.builders import manual
 
 SHARED_FOLDER = "fsdd"
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 TAKES = 50
 NUM_TEST_TAKES = 5  # takes 0..4 are the official test set
-SAMPLE_RATE = 8000
+HELD_OUT_SPEAKER = "jackson"
 
 RECORDINGS = [(digit, speaker, index) for digit in range(10) for speaker in SPEAKERS for index in range(TAKES)]
 
@@ -34,22 +41,15 @@ def wav_name(digit: int, speaker: str, index: int) -> str:
     return f"{digit}_{speaker}_{index}.wav"
 
 
-def read_wav(path: Path) -> np.ndarray:
-    """The samples of a mono 16-bit PCM wav at 8 kHz as int16; ``ValueError`` for any other format."""
-    with wave.open(str(path), "rb") as wav:
-        layout = (wav.getnchannels(), wav.getsampwidth(), wav.getframerate())
-        if layout != (1, 2, SAMPLE_RATE):
-            raise ValueError(f"{path}: expected mono 16-bit PCM at {SAMPLE_RATE} Hz, got (channels, bytes per "
-                             f"sample, rate) = {layout}")
-        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int16)
-
-
 class Fsdd(tfds.core.GeneratorBasedBuilder):
     """The Free Spoken Digit Dataset as a TFDS dataset (registered as ``fsdd``)."""
 
     name = "fsdd"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Official split: takes 0-4 test, 5-49 train."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Official split: takes 0-4 test, 5-49 train.",
+        "1.1.0": f"Speaker-held-out split: speaker_test = {HELD_OUT_SPEAKER}, speaker_train = the other five.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         f"manual_dir is shared/data/{SHARED_FOLDER}: it holds recordings/ with the 3,000 "
         "{digit}_{speaker}_{index}.wav files of github.com/Jakobovski/free-spoken-digit-dataset."
@@ -78,6 +78,8 @@ class Fsdd(tfds.core.GeneratorBasedBuilder):
         return {
             "train": self._generate_examples(root, [r for r in RECORDINGS if r[2] >= NUM_TEST_TAKES]),
             "test": self._generate_examples(root, [r for r in RECORDINGS if r[2] < NUM_TEST_TAKES]),
+            "speaker_train": self._generate_examples(root, [r for r in RECORDINGS if r[1] != HELD_OUT_SPEAKER]),
+            "speaker_test": self._generate_examples(root, [r for r in RECORDINGS if r[1] == HELD_OUT_SPEAKER]),
         }
 
     def _generate_examples(self, root: Path, recordings: list[tuple[int, str, int]]):
