@@ -8,8 +8,8 @@ holding some ink (``HARD_NEGATIVES``), since the empty canvas is easy. Between t
 ``margin`` pixels off) no crop is taken: the detector's windows lie ``stride`` pixels apart, so a digit is always
 within ``stride / 2`` of one of them, and a window a little off is neither taught as a digit nor as background.
 
-The crops are cut from canvases of :func:`cnn.data.canvas.paste_digits` (several digits, clutter), padded by half a
-window of black so that windows centred near the border fit, as the detector's first and last windows do on a test
+The crops are cut from canvases of :func:`cnn.data.canvas.paste_digits` (several digits, clutter), padded with black
+so that windows centred near the border fit, as the detector's first and last windows do on a test
 canvas. ``make_window_crops("train", ...)`` uses MNIST's train digits only; the test canvases
 (:func:`detection_canvases`) its test digits only, at sizes spanning an image pyramid's scales.
 """
@@ -39,9 +39,9 @@ def crops_from_canvas(canvas: Canvas, rng: np.random.Generator, window: int, pos
     for a hard one, while they hold no ink):
     ``images (n, window, window)`` uint8, ``labels (n,)`` and the centred digit's ink ``boxes (n, 4)`` in crop
     coordinates (zeros for background)."""
-    half = window // 2
-    padded = np.pad(canvas.image, half)
-    centres = (canvas.boxes[:, :2] + canvas.boxes[:, 2:]) / 2 + half  # ink box centres, in padded coordinates
+    half, pad = window // 2, window // 2 + jitter  # a window centred anywhere on the canvas, jittered, fits
+    padded = np.pad(canvas.image, pad)
+    centres = (canvas.boxes[:, :2] + canvas.boxes[:, 2:]) / 2 + pad  # ink box centres, in padded coordinates
     crops, labels, boxes = [], [], []
 
     def cut(cy: int, cx: int) -> np.ndarray:
@@ -51,12 +51,12 @@ def crops_from_canvas(canvas: Canvas, rng: np.random.Generator, window: int, pos
         cx, cy = (np.floor(centres[k]) + rng.integers(-jitter, jitter + 1, size=2)).astype(int)
         crops.append(cut(cy, cx))
         labels.append(int(canvas.box_labels[k]))
-        boxes.append(canvas.boxes[k] + half - [cx - half, cy - half] * 2)
+        boxes.append(canvas.boxes[k] + pad - [cx - half, cy - half] * 2)
     height, width = canvas.image.shape
     for _ in range(negatives):
         hard = rng.random() < HARD_NEGATIVES
         for _ in range(100):
-            cy, cx = int(rng.integers(half, half + height)), int(rng.integers(half, half + width))
+            cy, cx = int(rng.integers(pad, pad + height)), int(rng.integers(pad, pad + width))
             if not (np.abs(centres - [cx, cy]) < margin).all(axis=1).any() and (cut(cy, cx).any() or not hard):
                 crops.append(cut(cy, cx))
                 labels.append(BACKGROUND)

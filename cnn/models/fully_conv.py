@@ -1,5 +1,5 @@
 """A window classifier run over a whole image at once: every window's scores in one pass (OverFeat, Sermanet et al.
-2014; Goodfellow et al., Deep Learning, sec. 9.3 and 12.2: detection with a sliding window).
+2014; the lecture's "detection with a sliding window", Goodfellow et al., Deep Learning, ch. 9).
 
 A classifier trained on ``window``×``window`` crops computes, for a crop ``c``,
 
@@ -101,8 +101,7 @@ def fully_convolutional(model: nn.Module, window: int) -> FullyConvolutional:
         size = (size - layer.dilation * (layer.kernel - 1) - 1) // layer.stride + 1
         if size < 1:
             raise ConfigError(f"window {window} is too small for {kind}: nothing is left of it after {name}")
-    field = receptive_field([layer for _, layer in layers])[-1]
-    assert field.jump == math.prod(layer.stride for _, layer in layers)
-    return FullyConvolutional(model.clone(pool_window=size), window, field.jump, (size - 1) * field.jump + field.size,
-                              size)
+    stride = math.prod(layer.stride for _, layer in layers)
+    field = receptive_field([layer for _, layer in layers])[-1].size
+    return FullyConvolutional(model.clone(pool_window=size), window, stride, (size - 1) * stride + field, size)
 

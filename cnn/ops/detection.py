@@ -1,6 +1,6 @@
 """Detection from a sliding window's score maps: boxes through an image pyramid, non-maximum suppression, and
-average precision (Goodfellow et al., Deep Learning, sec. 12.2.4; Everingham et al. 2010 for VOC; Lin et al. 2014
-and ``pycocotools`` for COCO). Pure numpy: these run on the host after the network.
+average precision (Everingham et al. 2010 for VOC; Lin et al. 2014 and ``pycocotools`` for COCO). Pure numpy:
+these run on the host after the network.
 
 Boxes are ``(x0, y0, x1, y1)`` in continuous pixel coordinates (pixel ``(r, c)`` covers ``[c, c + 1) × [r, r + 1)``)
 and overlap is measured by the intersection over union

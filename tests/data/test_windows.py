@@ -19,25 +19,25 @@ needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"real data folder {
 def test_crops_are_centred_on_digits_or_far_from_all():
     rng = np.random.default_rng(0)
     image = rng.integers(1, 256, size=(60, 70)).astype(np.uint8)  # noise: every window is unique
-    boxes = np.array([[5, 6, 17, 25], [30, 20, 41, 37], [50, 40, 66, 58]], np.float32)
+    boxes = np.array([[0, 6, 3, 25], [30, 20, 41, 37], [50, 40, 66, 58]], np.float32)  # the first at the border
     canvas = Canvas(image, np.zeros(image.shape, np.int32), boxes, np.array([4, 7, 1], np.int32))
     window, jitter, margin = 16, 2, 6
     crops, labels, crop_boxes = crops_from_canvas(canvas, rng, window, positives=5, negatives=40, jitter=jitter,
                                                   margin=margin)
     assert crops.shape == (43, 16, 16) and (labels != BACKGROUND).sum() == 3
-    padded = np.pad(image, window // 2)
-    views = sliding_window_view(padded, (window, window))
+    pad = window // 2 + jitter
+    views = sliding_window_view(np.pad(image, pad), (window, window))
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     for crop, label, crop_box in zip(crops, labels, crop_boxes, strict=True):
-        (top, left), = np.argwhere((views == crop).all(axis=(2, 3)))  # found exactly once
-        centre = np.array([left, top])  # the crop's centre, in canvas coordinates
+        (top, left), = np.argwhere((views == crop).all(axis=(2, 3))) - pad  # found exactly once; canvas coordinates
+        centre = np.array([left, top]) + window // 2
         if label == BACKGROUND:
             assert (np.abs(centres - centre).max(axis=1) >= margin).all()
             np.testing.assert_array_equal(crop_box, 0)
         else:
             (k,) = np.flatnonzero(canvas.box_labels == label)
             assert (np.abs(np.floor(centres[k]) - centre) <= jitter).all()
-            np.testing.assert_array_equal(crop_box, boxes[k] - [left - 8, top - 8] * 2)
+            np.testing.assert_array_equal(crop_box, boxes[k] - [left, top] * 2)
 
 
 def test_crops_of_a_split_use_its_digits_and_are_reproducible(monkeypatch):
