@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from PIL import Image
 
 from cnn.data.canvas import Canvas, load_mnist, make_canvases, paste_digits
 
@@ -112,3 +113,17 @@ def detection_canvases(count: int, seed: int, canvas_size: tuple[int, int] = (12
     pyramid ``PYRAMID`` (21 to 62 pixels a side), with clutter."""
     return make_canvases("test", count, seed, canvas_size=canvas_size, num_digits=num_digits, root=root, scale=scale,
                          clutter=clutter)
+
+
+def image_pyramid(image: np.ndarray, scales: tuple[float, ...] = PYRAMID) -> list[np.ndarray]:
+    """``image (H, W)`` or ``(H, W, C)`` uint8 rescaled by each of ``scales`` to ``round(H s)×round(W s)`` (Pillow's
+    bilinear filter, antialiased when shrinking, as the canvases' digits are): the levels a sliding window scans."""
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (H, W, C) uint8, got {image.dtype} {image.shape}")
+    picture = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image)
+    levels = []
+    for scale in scales:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        levels.append(np.asarray(picture.resize(size, Image.Resampling.BILINEAR)).reshape(size[1], size[0],
+                                                                                           *image.shape[2:]))
+    return levels

@@ -1,19 +1,14 @@
 """Window-classifier crops: each crop found again in its canvas by exhaustive search, its label checked against the
 digits' centres; the .npz loads as a ``numpy`` dataset."""
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from cnn.data import windows
 from cnn.data.canvas import Canvas
 from cnn.data.sources import NumpySource
-from cnn.data.windows import BACKGROUND, crops_from_canvas, make_window_crops, write_window_dataset
-
-MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
-needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"real data folder {MNIST.resolve()} is absent")
+from cnn.data.windows import BACKGROUND, crops_from_canvas, image_pyramid, make_window_crops, write_window_dataset
+from tests.data.test_canvas import needs_mnist
 
 
 def test_crops_are_centred_on_digits_or_far_from_all():
@@ -67,3 +62,12 @@ def test_window_dataset_loads_as_a_numpy_source(tmp_path):
     source = NumpySource(str(path))
     assert source.spec.num_classes == 11 and source.spec.image_shape == (32, 32, 1)
     assert len(source.load("train")) == 60 and len(source.load("test")) == 20
+
+
+def test_pyramid_levels_have_the_scaled_sizes():
+    image = np.random.default_rng(2).integers(0, 256, size=(60, 80, 1)).astype(np.uint8)
+    levels = image_pyramid(image, (1.0, 2**-0.5, 0.5))
+    assert [level.shape for level in levels] == [(60, 80, 1), (42, 57, 1), (30, 40, 1)]
+    np.testing.assert_array_equal(levels[0], image)
+    flat = image_pyramid(np.full((60, 80), 77, np.uint8), (0.5,))[0]
+    assert flat.shape == (30, 40) and (flat == 77).all()  # a filter's weights sum to 1
