@@ -10,7 +10,9 @@ import pytest
 
 from cnn.errors import ConfigError
 from cnn.models import create
+from cnn.models.common import BatchNorm, standard_conv
 from cnn.models.fully_conv import fully_convolutional
+from cnn.models.resnet import BasicBlock
 
 
 def random_variables(model, shape, seed=0):
@@ -74,3 +76,21 @@ def test_image_smaller_than_the_window_is_refused():
     net = fully_convolutional(create("lenet5", num_classes=10), 32)
     with pytest.raises(ValueError, match="image of 31×40 is smaller than the window"):
         net.score_shape(31, 40)
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_unpadded_block_shortcut_reads_the_centre_of_each_field(strides):
+    """With zero convolutions the block outputs its shortcut alone: output unit i must read input pixel
+    s i + s + 1, the centre of its field (conv 3×3 /s then conv 3×3 at 1, no padding: by hand)."""
+    block = BasicBlock(8 * strides, strides, standard_conv, partial(BatchNorm, use_running_average=True), "zero_pad",
+                       padding=0)
+    x = np.random.default_rng(0).uniform(0.1, 1.0, (1, 15, 15, 8)).astype(np.float32)
+    variables = block.init(jax.random.PRNGKey(0), x)  # BatchNorm statistics: mean 0, variance 1
+    variables["params"] = jax.tree_util.tree_map_with_path(  # kernels 0, BatchNorm the identity
+        lambda path, leaf: np.full(leaf.shape, 1.0 if path[-1].key == "scale" else 0.0, np.float32),
+        variables["params"])
+    out = np.asarray(block.apply(variables, x))
+    size = ((15 - 3) // strides + 1) - 2
+    expected = x[:, strides + 1:: strides, strides + 1:: strides][:, :size, :size]
+    expected = np.pad(expected, ((0, 0), (0, 0), (0, 0), (4 * (strides - 1),) * 2))  # option A: zero channels
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
