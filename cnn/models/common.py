@@ -1,5 +1,6 @@
 """Pieces every model family shares: the default convolution and normalization that models take injected, and
-the type of ``layer_chain()`` (the spatial layers along a model's longest path, for receptive fields).
+the type of ``layer_chain()`` (the spatial layers along a model's longest path, for receptive fields), and the
+head's average pool, global or windowed (``pool_window``: the classifier run fully convolutionally).
 
 A model declares ``conv: ModuleDef = standard_conv`` and ``norm: ModuleDef = BatchNorm`` (or ``None``) as fields
 and calls them as it would call ``nn.Conv`` and ``nn.BatchNorm``; ``cnn.models.create`` turns a config's
@@ -12,7 +13,9 @@ from functools import partial
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
+from cnn import ops
 from cnn.layers import conv_module
 from cnn.ops import Layer
 
@@ -30,3 +33,13 @@ def check_input_rank(x: jax.Array, spatial_axes: int, model: str, layout: str) -
     channels (a volume given to a 2D model would otherwise fail deep inside a convolution)."""
     if x.ndim != spatial_axes + 2:
         raise ValueError(f"{model} takes {layout}, got an input of shape {tuple(x.shape)}")
+
+
+def average_pool_head(x: jax.Array, window: int | None) -> jax.Array:
+    """A classifier's global average pool ``(N, H, W, C) -> (N, C)`` when ``window`` is None; otherwise the mean of
+    every ``window``×``window`` block at stride 1, ``(N, H - window + 1, W - window + 1, C)``: at each position the
+    global pool of the feature map of one training window (:mod:`cnn.models.fully_conv`). The dense layers after it
+    then act at every position, as 1×1 convolutions."""
+    if window is None:
+        return jnp.mean(x, axis=(1, 2))
+    return ops.avg_pool(x, window, stride=1)

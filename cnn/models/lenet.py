@@ -19,7 +19,8 @@ paper's is a layer of Euclidean RBF units with fixed weights). The squashing fun
 larger input C5 is a map and the global average pool (the identity on 32×32) takes its mean.
 
 ``conv`` builds C3 and C5 (injected: ``cnn.models.common``); C1, on the pixels, stays standard. ``norm`` (default none)
-adds a normalization after every convolution, called with ``use_running_average``.
+adds a normalization after every convolution, called with ``use_running_average``. ``pool_window`` (default None:
+the classifier) makes the global average pool a windowed one (``cnn.models.fully_conv``): a score map per position.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn.layers import ModuleDef
-from cnn.models.common import Chain, standard_conv
+from cnn.models.common import Chain, average_pool_head, standard_conv
 from cnn.ops import Layer
 
 MIN_SIZE = 32
@@ -46,6 +47,7 @@ class LeNet5(nn.Module):
     num_classes: int = 10
     conv: ModuleDef = standard_conv
     norm: ModuleDef | None = None
+    pool_window: int | None = None
 
     def layer_chain(self) -> Chain:
         """``(module name, spatial layers since the previous entry)`` for C1, C3 and C5."""
@@ -64,6 +66,6 @@ class LeNet5(nn.Module):
             if norm:
                 x = norm(name=f"{name}_norm")(x)
             x = squash(x)
-        x = jnp.mean(x, axis=(1, 2))
+        x = average_pool_head(x, self.pool_window)
         x = squash(nn.Dense(84, name="F6")(x))
         return nn.Dense(self.num_classes, name="output")(x)

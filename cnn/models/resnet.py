@@ -26,6 +26,16 @@ eps 1e-5 and momentum 0.1, i.e. flax ``momentum=0.9``, by default); it is called
 Padding is torch's symmetric ``k // 2`` (not XLA's "SAME", which pads stride-2 convolutions on the high side only).
 ``features_only=True`` returns the output of every stage (strides 4, 8, 16, 32 for the ImageNet ResNets) instead
 of the logits, and builds no head: the dense heads of ``cnn.models.fcn`` read them.
+
+Window ResNet (``window_resnet8``): the CIFAR ResNet with no zero padding at all, a classifier of fixed-size windows
+that can run fully convolutionally over a larger image (``cnn.models.fully_conv``; zero padding would show a crop
+zeros at its border where the large image has pixels). Every 3×3 convolution is "valid", so a block's output is
+smaller than its input, and the shortcut reads the input at the centre of each output unit's receptive field
+(offset ``start`` of ``cnn.ops.receptive_field``: ``s + 1`` for a basic block of stride ``s``, as U-Net crops its
+skip connections). On a 32×32 window with one block per stage: 30² stem, 26², 10², 2² stage outputs, stride 4;
+75,290 parameters with 10 classes (cifar_resnet20 less two basic blocks per stage).
+
+``pool_window`` (default None: the classifier) makes the global average pool a windowed one (``cnn.models.fully_conv``).
 """
 
 from __future__ import annotations
@@ -39,8 +49,8 @@ import jax
 import jax.numpy as jnp
 
 from cnn.layers import ModuleDef
-from cnn.models.common import BatchNorm, Chain, check_input_rank, standard_conv
-from cnn.ops import Layer
+from cnn.models.common import BatchNorm, Chain, average_pool_head, check_input_rank, standard_conv
+from cnn.ops import Layer, receptive_field
 
 
 def _shortcut(x: jax.Array, features: int, strides: int, kind: str, norm: ModuleDef) -> jax.Array:
@@ -57,28 +67,39 @@ def _shortcut(x: jax.Array, features: int, strides: int, kind: str, norm: Module
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
 
 
+def _add_shortcut(block: BasicBlock | BottleneckBlock, x: jax.Array, y: jax.Array) -> jax.Array:
+    """``relu(y + shortcut(x))``, the shortcut read where each output unit's field is centred (without padding the
+    block's output starts ``start`` pixels into its input and is smaller)."""
+    offset = int(receptive_field(block.layer_chain(block.strides, block.padding))[-1].start)
+    shortcut = _shortcut(x[:, offset:, offset:], block.features * block.expansion, block.strides, block.shortcut,
+                         block.norm)
+    return nn.relu(y + shortcut[:, : y.shape[1], : y.shape[2]])
+
+
 class BasicBlock(nn.Module):
-    """``relu(bn(conv3×3(relu(bn(conv3×3 /s (x))))) + shortcut(x))``; ``features`` output channels."""
+    """``relu(bn(conv3×3(relu(bn(conv3×3 /s (x))))) + shortcut(x))``; ``features`` output channels; ``padding`` of
+    the 3×3 convolutions (1, or 0 in a window ResNet)."""
 
     features: int
     strides: int
     conv: ModuleDef
     norm: ModuleDef
     shortcut: str = "projection"
+    padding: int = 1
     expansion: ClassVar[int] = 1
 
     @staticmethod
-    def layer_chain(strides: int) -> list[Layer]:
+    def layer_chain(strides: int, padding: int = 1) -> list[Layer]:
         """The spatial layers of the longest path through the block, along one axis."""
-        return [Layer(3, strides, 1, 1), Layer(3, 1, 1, 1)]
+        return [Layer(3, strides, 1, padding), Layer(3, 1, 1, padding)]
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.conv(self.features, (3, 3), self.strides, padding=1, use_bias=False, name="conv1")(x)
+        y = self.conv(self.features, (3, 3), self.strides, padding=self.padding, use_bias=False, name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(self.features, (3, 3), 1, padding=1, use_bias=False, name="conv2")(y)
+        y = self.conv(self.features, (3, 3), 1, padding=self.padding, use_bias=False, name="conv2")(y)
         y = self.norm(name="bn2")(y)
-        return nn.relu(y + _shortcut(x, self.features, self.strides, self.shortcut, self.norm))
+        return _add_shortcut(self, x, y)
 
 
 class BottleneckBlock(nn.Module):
@@ -89,21 +110,22 @@ class BottleneckBlock(nn.Module):
     conv: ModuleDef
     norm: ModuleDef
     shortcut: str = "projection"
+    padding: int = 1
     expansion: ClassVar[int] = 4
 
     @staticmethod
-    def layer_chain(strides: int) -> list[Layer]:
-        return [Layer(3, strides, 1, 1)]  # the 1×1 convolutions leave the field as it is
+    def layer_chain(strides: int, padding: int = 1) -> list[Layer]:
+        return [Layer(3, strides, 1, padding)]  # the 1×1 convolutions leave the field as it is
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.conv(self.features, (1, 1), use_bias=False, name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(self.features, (3, 3), self.strides, padding=1, use_bias=False, name="conv2")(y)
+        y = self.conv(self.features, (3, 3), self.strides, padding=self.padding, use_bias=False, name="conv2")(y)
         y = nn.relu(self.norm(name="bn2")(y))
         y = self.conv(self.features * self.expansion, (1, 1), use_bias=False, name="conv3")(y)
         y = self.norm(name="bn3")(y)
-        return nn.relu(y + _shortcut(x, self.features * self.expansion, self.strides, self.shortcut, self.norm))
+        return _add_shortcut(self, x, y)
 
 
 class ResNet(nn.Module):
@@ -116,10 +138,12 @@ class ResNet(nn.Module):
     conv: ModuleDef = standard_conv
     norm: ModuleDef = BatchNorm
     features_only: bool = False  # return every stage's output (for dense heads: cnn.models.fcn), not the logits
+    pool_window: int | None = None
 
     stem: ClassVar[Layer] = Layer(7, 2, 1, 3)  # conv 7×7 /2, padding 3
     stem_pool: ClassVar[Layer | None] = Layer(3, 2, 1, 1)  # max pool 3×3 /2, padding 1
     shortcut: ClassVar[str] = "projection"
+    block_padding: ClassVar[int] = 1
 
     def layer_chain(self) -> Chain:
         """``(module name, spatial layers since the previous entry)`` along the longest path: the stem
@@ -128,7 +152,7 @@ class ResNet(nn.Module):
         for i, num_blocks in enumerate(self.stage_sizes):
             layers = [self.stem_pool] if i == 0 and self.stem_pool else []
             for j in range(num_blocks):
-                layers = layers + self.block_cls.layer_chain(self._strides(i, j))
+                layers = layers + self.block_cls.layer_chain(self._strides(i, j), self.block_padding)
             chain.append((f"stage{i + 1}_block{num_blocks}", layers))
         return chain
 
@@ -151,12 +175,12 @@ class ResNet(nn.Module):
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 block = self.block_cls(self.width * 2**i, self._strides(i, j), self.conv, norm, self.shortcut,
-                                       name=f"stage{i + 1}_block{j + 1}")
+                                       self.block_padding, name=f"stage{i + 1}_block{j + 1}")
                 x = block(x)
             stages.append(x)
         if self.features_only:
             return stages
-        x = jnp.mean(x, axis=(1, 2))
+        x = average_pool_head(x, self.pool_window)
         return nn.Dense(self.num_classes, name="head")(x)
 
 
@@ -171,3 +195,10 @@ class CifarResNet(ResNet):
     stem: ClassVar[Layer] = Layer(3, 1, 1, 1)  # conv 3×3, padding 1
     stem_pool: ClassVar[Layer | None] = None
     shortcut: ClassVar[str] = "zero_pad"
+
+
+class WindowResNet(CifarResNet):
+    """CIFAR ResNet without zero padding: a classifier of fixed-size windows (see the module docstring)."""
+
+    stem: ClassVar[Layer] = Layer(3, 1, 1, 0)  # conv 3×3, valid
+    block_padding: ClassVar[int] = 0

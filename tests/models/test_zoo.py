@@ -43,6 +43,7 @@ PUBLISHED = {
     "cifar_resnet44": (658_586, 10, 32),
     "cifar_resnet56": (853_018, 10, 32),
     "cifar_resnet110": (1_727_962, 10, 32),
+    "window_resnet8": (75_290, 10, 32),  # cifar_resnet20 less two basic blocks per stage (padding adds none)
     "efficientnet_b0": (5_288_548, 1000, 224),
     "efficientnet_b1": (7_794_184, 1000, 240),
     "efficientnet_b2": (9_109_994, 1000, 260),
