@@ -35,6 +35,9 @@ def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
         "path": config_dict.placeholder(str),  # image_folder and numpy sources
         "image_size": (32, 32),  # image_folder: every image is resized to this
         "channels": 3,  # image_folder: 3 (RGB) or 1 (grayscale)
+        # digit_canvases (cnn/data/canvas.py): how many canvases per split, digits per canvas, their sizes
+        "generator": {"train_examples": 2000, "test_examples": 500, "num_digits": (2, 3), "scale": (1.0, 1.5),
+                      "seed": 0},
         "train_split": "train",
         "eval_split": "test",
         "train_preprocess": "decode|normalize",

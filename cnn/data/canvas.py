@@ -31,7 +31,7 @@ from PIL import Image
 
 from cnn.data.checksums import verify
 from cnn.data.idx import read_idx
-from cnn.data.sources import TFDS_DATASETS
+from cnn.data.sources import DATASETS, TFDS_DATASETS, ArraySplit, DatasetSpec
 from cnn.errors import UserError
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
@@ -178,3 +178,41 @@ def make_canvases(split: str, count: int, seed: int, *, canvas_size: tuple[int, 
         box_labels[i, :len(canvas.box_labels)] = canvas.box_labels
     return {"images": np.stack([c.image for c in canvases]), "class_maps": np.stack([c.class_map for c in canvases]),
             "boxes": boxes, "box_labels": box_labels, "num_boxes": np.array([len(c.boxes) for c in canvases], np.int32)}
+
+
+class CanvasSource:
+    """Dataset ``digit_canvases``: segmentation of real MNIST digits on canvases, a class per pixel (0 background,
+    ``d + 1`` digit ``d``: 11 classes). ``config.dataset.image_size`` is the canvas; ``config.dataset.generator``
+    holds ``train_examples``, ``test_examples``, ``num_digits`` (a count or a ``(low, high)`` range), ``scale`` (a
+    ``(low, high)`` range of digit sizes, 1.0 = 28 px) and ``seed``. Train canvases are made from MNIST's train
+    digits, test canvases from its test digits only; each split is the same for the same settings."""
+
+    def __init__(self, image_size: tuple[int, int], generator: dict, root: str | None = None):
+        self.size, self.options, self.root = tuple(image_size), dict(generator), root
+        self._splits: dict[str, ArraySplit] = {}  # each made once
+        for key in ("train_examples", "test_examples"):
+            if not isinstance(self.options.get(key), int) or self.options[key] < 1:
+                raise UserError(f"config.dataset.generator.{key} must be a positive integer, got "
+                                f"{self.options.get(key)!r}")
+        mean, std = self._stats(self.load("train").images)
+        self.spec = DatasetSpec(11, (*self.size, 1), 255.0, mean, std, ("train", "test"), kind="dense")
+
+    @staticmethod
+    def _stats(images: np.ndarray) -> tuple[tuple[float], tuple[float]]:
+        pixels = images.astype(np.float64) / 255.0
+        return (round(float(pixels.mean()), 4),), (round(float(pixels.std()), 4),)
+
+    def load(self, split: str) -> ArraySplit:
+        if split not in SPLIT_FILES:
+            raise UserError(f"dataset 'digit_canvases' has no split {split!r}; choose from {list(SPLIT_FILES)}")
+        if split not in self._splits:
+            options = self.options
+            made = make_canvases(split, options[f"{split}_examples"], options["seed"], canvas_size=self.size,
+                                 num_digits=tuple(options["num_digits"]), scale=tuple(options["scale"]),
+                                 root=self.root)
+            self._splits[split] = ArraySplit(made["images"][..., None], made["class_maps"])
+        return self._splits[split]
+
+
+DATASETS.register("digit_canvases", lambda c: CanvasSource(c.get("image_size") or (64, 64), c.get("generator"),
+                                                           c.get("manual_dir")))

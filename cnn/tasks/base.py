@@ -70,6 +70,7 @@ class Task:
     metrics: ClassVar[dict[str, str]]
     progress_metric: ClassVar[str]  # the training metric shown beside the loss on the progress bar
     shard_batch: ClassVar[bool] = True  # batches split over the devices along axis 0 (False: replicated)
+    preprocessed: ClassVar[bool] = True  # its batches go through config.dataset.*_preprocess (images do)
     needs_examples: ClassVar[bool] = False  # the metrics need per-example outputs, not only sums
     ignore_label: int | None = None  # a label value that is never learned nor counted
     report_examples: ClassVar[int] = 0  # examples whose outputs the report pictures

@@ -38,6 +38,7 @@ class NodeClassification(Classification):
     name = "node_classification"
     data_kind = "graph"
     shard_batch = False  # one graph, replicated on every device
+    preprocessed = False  # the source gives the graph ready (row-normalized features)
 
     def steps_per_epoch(self, split, global_batch):
         return 1

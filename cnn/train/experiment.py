@@ -83,8 +83,10 @@ class Experiment:
         self.tx = make_optimizer(config, self.schedule)
         self.policy = policy_of(config.dtype)
         # The model sees preprocessed examples, whose shape the ops may change (pad, crop, resize).
-        self.sample_input = self.task.sample_input(
-            self.eval_preprocess.batch(self.task.sample_batch(), BatchRandom((config.seed, 0), 1)))
+        sample = self.task.sample_batch()
+        if self.task.preprocessed:
+            sample = self.eval_preprocess.batch(sample, BatchRandom((config.seed, 0), 1))
+        self.sample_input = self.task.sample_input(sample)
 
         self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
