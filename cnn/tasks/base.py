@@ -78,7 +78,7 @@ class Task:
     def __init__(self, config: ml_collections.ConfigDict, spec: DatasetSpec):
         if spec.kind != self.data_kind:
             raise ConfigError(f"task {self.name!r} learns from {self.data_kind} datasets, but dataset "
-                              f"{config.dataset.name!r} is a {spec.kind} dataset; choose a task for it "
+                              f"{config.dataset.name!r} holds {spec.kind} data; choose a task for it "
                               f"(config.task.name) or another dataset")
         self.config, self.spec = config, spec
 

@@ -1,0 +1,84 @@
+"""Every task through train.py and eval.py with its runlocal config, and its metrics recomputed from
+``predictions_<step>.npz`` by independent code: scikit-learn's accuracy and confusion matrix, per-class IoU and Dice
+by numpy bincount. The same numbers come out on 4 devices (another eval batch: 12 instead of 10)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix
+
+from tests.harness.conftest import ROOT, cli_env, run_cli
+
+SHARED = ROOT.parent / "shared" / "data"
+FOUR_DEVICES = "--xla_force_host_platform_device_count=4"
+
+
+def eval_json(workdir: Path, step: int) -> dict:
+    return json.loads((workdir / f"eval_{step}.json").read_text())
+
+
+def test_classification_predictions_agree_with_the_report(trained_copy, evaluate):
+    evaluate(f"--workdir={trained_copy}", "--step=12", "--save_predictions")
+    report = eval_json(trained_copy, 12)
+    with np.load(trained_copy / "predictions_12.npz") as saved:
+        logits, labels = saved["logits"], saved["label"]
+    assert logits.shape == (360, 10) and report["task"] == "classification"
+    predicted = logits.argmax(-1)
+    assert report["accuracy"] == accuracy_score(labels, predicted)
+    np.testing.assert_array_equal(report["confusion"], confusion_matrix(labels, predicted, labels=range(10)))
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="needs ../shared/data/mnist")
+def test_segmentation_trains_evaluates_and_counts_the_same_on_four_devices(tmp_path, tfds_dir):
+    workdir = tmp_path / "seg"
+    env = cli_env(tfds_dir)
+    run_cli("train.py", "--config=configs/digits_segmentation.py:runlocal", f"--workdir={workdir}", env=env)
+    run_cli("eval.py", f"--workdir={workdir}", "--save_predictions", env=env)
+    report = eval_json(workdir, 12)
+    assert (workdir / "segmentation_12.png").stat().st_size > 5000
+    with np.load(workdir / "predictions_12.npz") as saved:
+        pred, label = saved["pred"], saved["label"]
+    assert pred.shape == label.shape == (24, 64, 64) and report["count"] == 24
+    k = 11
+    confusion = np.bincount(label.ravel() * k + pred.ravel(), minlength=k * k).reshape(k, k)
+    np.testing.assert_array_equal(report["confusion"], confusion)
+    hits, true, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    occurs = true + predicted > 0
+    iou = hits[occurs] / (true + predicted - hits)[occurs]
+    assert report["mean_iou"] == pytest.approx(iou.mean(), abs=1e-12)
+    assert report["mean_dice"] == pytest.approx((2 * hits[occurs] / (true + predicted)[occurs]).mean(), abs=1e-12)
+    assert report["pixel_accuracy"] == pytest.approx((pred == label).mean(), abs=1e-12)
+
+    (workdir / "eval_12.json").unlink()
+    run_cli("eval.py", f"--workdir={workdir}", env=cli_env(tfds_dir, XLA_FLAGS=FOUR_DEVICES))
+    again = eval_json(workdir, 12)
+    for name in ("confusion", "mean_iou", "pixel_accuracy", "mean_dice", "count", "pixels"):
+        assert again[name] == report[name], name
+    assert again["loss"] == pytest.approx(report["loss"], rel=1e-6)
+
+
+@pytest.mark.skipif(not (SHARED / "planetoid").is_dir(), reason="needs ../shared/data/planetoid")
+def test_node_classification_trains_on_cora_and_counts_the_test_nodes(tmp_path, tfds_dir):
+    workdir = tmp_path / "cora"
+    env = cli_env(tfds_dir)
+    train = run_cli("train.py", "--config=configs/cora_gcn.py:runlocal", f"--workdir={workdir}", env=env)
+    assert "(500 examples)" in train.stdout  # the validation nodes
+    run_cli("eval.py", f"--workdir={workdir}", "--split=test", "--save_predictions", env=env)
+    report = eval_json(workdir, 10)
+    with np.load(workdir / "predictions_10.npz") as saved:
+        logits, labels = saved["logits"], saved["label"]
+    assert logits.shape == (1000, 7) and report["count"] == 1000 and report["split"] == "test"
+    assert report["accuracy"] == accuracy_score(labels, logits.argmax(-1))
+    (workdir / "eval_10.json").unlink()
+    run_cli("eval.py", f"--workdir={workdir}", "--split=test", env=cli_env(tfds_dir, XLA_FLAGS=FOUR_DEVICES))
+    assert eval_json(workdir, 10)["confusion"] == report["confusion"]
+
+
+def test_a_task_for_another_kind_of_dataset_is_one_line(tmp_path, train):
+    result = train(tmp_path / "run", "--config.task.name=segmentation", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "task 'segmentation' learns from dense datasets, but dataset 'digits' holds image data" in result.stderr
