@@ -21,7 +21,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnn.ops.args import IntOrSeq, Padding, as_tuple, check_input, effective_kernel_size, output_size, resolve_padding
+from cnn.ops.args import (
+    IntOrSeq,
+    Padding,
+    as_tuple,
+    check_input,
+    effective_kernel_size,
+    float_array,
+    output_size,
+    resolve_padding,
+)
 from cnn.ops.conv import correlate
 
 VIEWS = ("axial", "coronal", "sagittal")
@@ -45,7 +54,7 @@ def acs_conv(
     """ACS convolution of a volume ``x`` ``(batch, d, h, w, in_channels)`` by a square 2D ``kernel``
     ``(k, k, in_channels, out_channels)``; ``stride``, ``padding`` and ``dilation`` as for a ``k × k × k``
     ``correlate`` (``cnn.ops.args`` forms), whose output shape ``y`` has."""
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    x, kernel = float_array(x, "x"), float_array(kernel, "kernel")
     check_input(x, 3)
     if kernel.ndim != 4 or kernel.shape[0] != kernel.shape[1] or kernel.shape[2] != x.shape[-1]:
         raise ValueError(f"kernel must be (k, k, {x.shape[-1]}, out_channels) for x of shape {x.shape}, "

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
+from cnn.ops.args import float_array
+
 PROPAGATE_METHODS = ("segment", "sparse")
 
 
@@ -50,7 +52,8 @@ def _concrete(array) -> np.ndarray | None:
 def check_graph(graph: Graph, *, labels: jax.Array | None = None, where: str = "graph") -> int:
     """The number of nodes ``N`` of ``graph``, after checking its shapes (and, outside ``jit``, its node ids).
 
-    Raises ``ValueError`` naming ``where``: features that are not ``(N, F)`` (an image batch given to a graph op),
+    Raises ``ValueError`` naming ``where``: features that are not ``(N, F)`` (an image batch given to a graph op) or
+    weights not of a floating-point dtype (``cnn.ops.args``: node ids are the only integer arrays),
     senders and receivers that are not two int vectors of one length ``E``, weights not ``(E,)``, an edge naming a
     node outside ``0 .. N-1`` (checked only where the ids are concrete: under ``jit`` a gather would clamp the id and
     ``segment_sum`` drop the message silently), or ``labels`` whose first axis is not ``N``.
@@ -61,6 +64,9 @@ def check_graph(graph: Graph, *, labels: jax.Array | None = None, where: str = "
     if len(shape) != 2:
         hint = ": an image batch? cnn.ops.grid_graph turns one image into a graph" if len(shape) == 4 else ""
         raise ValueError(f"{where}.nodes must be (num_nodes, features), got shape {shape}{hint}")
+    float_array(graph.nodes, f"{where}.nodes")
+    if graph.weights is not None:
+        float_array(graph.weights, f"{where}.weights")
     num_nodes, ids = shape[0], {"senders": graph.senders, "receivers": graph.receivers}
     shapes = {np.shape(v) for v in ids.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 1 or not all(
@@ -185,6 +191,8 @@ def gcn_conv(graph: Graph, kernel: jax.Array, bias: jax.Array | None = None, *, 
     Returns:
       ``(N, F_out)``.
     """
+    kernel = float_array(kernel, "kernel")
+    bias = None if bias is None else float_array(bias, "bias")
     normalized = gcn_normalize(graph)
     y = _matmul_order(graph.nodes, kernel, lambda x: _aggregate(x, normalized, method))
     return y if bias is None else y + bias
@@ -241,6 +249,8 @@ def cheb_conv(
     """
     if np.ndim(kernels) != 3:
         raise ValueError(f"kernels must be (K + 1, in_features, out_features), got shape {np.shape(kernels)}")
+    kernels = float_array(kernels, "kernels")
+    bias = None if bias is None else float_array(bias, "bias")
     laplacian = scaled_laplacian(graph, lambda_max)
     previous, current = graph.nodes, _aggregate(graph.nodes, laplacian, method)  # T_0 X, T_1 X
     terms = [previous, current][: kernels.shape[0]]
@@ -256,6 +266,7 @@ def row_normalize(x: jax.Array) -> jax.Array:
     ``preprocess_features``: bag-of-words rows become term frequencies)."""
     if np.ndim(x) != 2:
         raise ValueError(f"x must be (num_nodes, features), got shape {np.shape(x)}")
+    x = float_array(x, "x")
     total = jnp.sum(x, axis=1, keepdims=True)
     return jnp.where(total != 0, x / jnp.where(total != 0, total, 1), 0)
 
@@ -291,7 +302,7 @@ def grid_graph(image: jax.Array, connectivity: int = 8, *, self_loops: bool = Fa
         receivers.append((rows * width + cols)[inside])
         directions.append(np.full(inside.sum(), (dy + 1) * 3 + dx + 1))
     graph = Graph(
-        jnp.reshape(image, (height * width, channels)),
+        jnp.reshape(float_array(image, "image"), (height * width, channels)),
         jnp.asarray(np.concatenate(senders), jnp.int32),
         jnp.asarray(np.concatenate(receivers), jnp.int32),
     )
@@ -319,6 +330,7 @@ def edge_type_conv(graph: Graph, edge_types: jax.Array, kernels: jax.Array) -> j
     if np.shape(edge_types) != np.shape(graph.senders):
         raise ValueError(f"edge_types must be ({np.shape(graph.senders)[0]},), one per edge, "
                          f"got {np.shape(edge_types)}")
+    kernels = float_array(kernels, "kernels")
     transformed = jnp.einsum("nf,tfo->nto", graph.nodes, kernels)  # X W_t for every type: (N, T, F_out)
     messages = transformed[graph.senders, edge_types] * _edge_weights(graph)[:, None]
     return jax.ops.segment_sum(messages, graph.receivers, num_segments=num_nodes)

@@ -2,7 +2,7 @@
 
 Every mistake is a :class:`ConfigError` naming the entry (``get_sweep()["grid"]["model.width"]``) and what was
 expected, before any trial starts: an unknown config key, a value the config field cannot hold, an empty grid, a
-bad distribution, a metric the evaluation does not produce, a bad direction or sampler.
+bad distribution, a metric the run's task does not report (``cnn.tasks``), a bad direction or sampler.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import ml_collections
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from cnn.errors import ConfigError, UserError
+from cnn.tasks import metric_directions
 from cnn.train.config import load_config_module
 
-# What the training loop writes to metrics.jsonl at each evaluation (cnn/train/loop.py); tests/sweep checks it.
-EVAL_METRICS = ("accuracy", "loss")
 DIRECTIONS = ("maximize", "minimize")
 SAMPLERS = ("random", "tpe")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int", "choice")
@@ -36,6 +35,7 @@ class Sweep:
 
     metric: str
     direction: str
+    eval_metrics: tuple[str, ...]  # what the task's evaluations write to metrics.jsonl (the summary's columns)
     distributions: dict[str, BaseDistribution]  # swept config key -> its values, in the order given
     grid: dict[str, list[Scalar]] | None  # the grid's values per key; None for a random or TPE search
     num_trials: int
@@ -96,9 +96,10 @@ def parse_sweep(raw: dict, config: ml_collections.ConfigDict, num_trials: int | 
     if unknown:
         raise ConfigError(f"get_sweep(): unknown entry {unknown[0]!r}; expected some of {list(FIELDS)}")
     metric = raw.get("metric")
-    if metric not in EVAL_METRICS:
-        raise ConfigError(f"get_sweep()['metric'] must be a metric the evaluation writes, one of {list(EVAL_METRICS)}; "
-                          f"got {metric!r}")
+    eval_metrics = tuple(metric_directions(config.task.name))
+    if metric not in eval_metrics:
+        raise ConfigError(f"get_sweep()['metric'] must be a metric task {config.task.name!r} reports, one of "
+                          f"{list(eval_metrics)}; got {metric!r}")
     direction = raw.get("direction")
     if direction not in DIRECTIONS:
         raise ConfigError(f"get_sweep()['direction'] must be one of {list(DIRECTIONS)}, got {direction!r}")
@@ -128,7 +129,7 @@ def parse_sweep(raw: dict, config: ml_collections.ConfigDict, num_trials: int | 
         trials = _num_trials(num_trials if num_trials is not None else raw.get("num_trials", size))
         if trials > size:
             raise ConfigError(f"num_trials={trials} is more than the grid's {size} points")
-        return Sweep(metric, direction, distributions, grid, trials, "grid", seed)
+        return Sweep(metric, direction, eval_metrics, distributions, grid, trials, "grid", seed)
 
     distributions = {key: _distribution(checker, key, spec) for key, spec in entries.items()}
     sampler = raw.get("sampler", "tpe")
@@ -137,7 +138,7 @@ def parse_sweep(raw: dict, config: ml_collections.ConfigDict, num_trials: int | 
     if num_trials is None and "num_trials" not in raw:
         raise ConfigError("a search ('space') needs get_sweep()['num_trials'] or --num_trials")
     trials = _num_trials(num_trials if num_trials is not None else raw["num_trials"])
-    return Sweep(metric, direction, distributions, None, trials, sampler, seed)
+    return Sweep(metric, direction, eval_metrics, distributions, None, trials, sampler, seed)
 
 
 class _ConfigChecker:

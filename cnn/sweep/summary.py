@@ -16,7 +16,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from cnn.sweep.definition import EVAL_METRICS, Sweep
+from cnn.sweep.definition import Sweep
 from cnn.sweep.study import TRIAL_DIR, ParameterSet
 
 STATE_RANK = {TrialState.COMPLETE: 0, TrialState.RUNNING: 1, TrialState.WAITING: 2, TrialState.PRUNED: 3,
@@ -24,7 +24,7 @@ STATE_RANK = {TrialState.COMPLETE: 0, TrialState.RUNNING: 1, TrialState.WAITING:
 
 
 def summary_columns(sweep: Sweep) -> list[str]:
-    metrics = [sweep.metric, *(m for m in EVAL_METRICS if m != sweep.metric)]
+    metrics = [sweep.metric, *(m for m in sweep.eval_metrics if m != sweep.metric)]
     return ["trial", "state", "attempts", *sweep.keys, *metrics, "wall_seconds", "workdir", "error"]
 
 
@@ -36,7 +36,7 @@ def summary_rows(sets: list[ParameterSet], sweep: Sweep) -> list[dict[str, Any]]
         evaluation = latest.user_attrs.get("eval", {})
         row = {"trial": parameter_set.number, "state": latest.state.name, "attempts": len(parameter_set.attempts),
                **{key: parameter_set.params.get(key, "") for key in sweep.keys},
-               **{metric: evaluation.get(metric, "") for metric in EVAL_METRICS},
+               **{metric: evaluation.get(metric, "") for metric in sweep.eval_metrics},
                "wall_seconds": latest.user_attrs.get("wall_seconds", ""),
                "workdir": latest.user_attrs.get(TRIAL_DIR, ""), "error": latest.user_attrs.get("error", "")}
         if latest.state == TrialState.COMPLETE:

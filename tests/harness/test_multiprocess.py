@@ -137,7 +137,7 @@ def test_two_process_checkpoint_evaluates_on_one_process(runs, tmp_path, evaluat
     trained = records(runs["two"], "eval")[-1]
     assert report["accuracy"] == trained["accuracy"] and report["count"] == 360
     np.testing.assert_allclose(report["loss"], trained["loss"], rtol=1e-5)
-    assert f"test accuracy: {trained['accuracy']:.4f} (step 12" in result.stdout
+    assert f"test accuracy {trained['accuracy']:.4f}, loss " in result.stdout and "(step 12)" in result.stdout
 
 
 def test_two_processes_resume_from_checkpoint(runs, tfds_dir):

@@ -91,7 +91,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_copy, train, p
     ("overrides", "expected"),
     [
         (("--config.optimizer.learnin_rate=0.1",), "no such config key 'learnin_rate'"),
-        (("--config.model.name=foo",), "unknown model 'foo'; choose from ['alexnet', 'cifar_resnet110'"),
+        (("--config.model.name=foo",), "unknown model 'foo'; choose from ['alexnet', 'c3d', 'chebnet_k2'"),
         (("--config.optimizer.name=foo",), "unknown optimizer 'foo'; choose from"),
         (("--config.schedule.name=foo",), "unknown schedule 'foo'; choose from"),
         (("--config.dataset.name=foo",), "unknown dataset 'foo'; choose from ['adrenal_mnist3d', 'cifar10'"),

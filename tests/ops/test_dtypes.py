@@ -22,6 +22,11 @@ def _shapes(**shapes: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
 
 
 X = (1, 5, 5, 2)
+
+
+def _graph(a: dict) -> ops.Graph:
+    """A graph of 4 nodes and 3 edges with the test's node features and edge weights."""
+    return ops.Graph(a["graph.nodes"], jnp.array([0, 1, 2]), jnp.array([1, 2, 3]), a["graph.weights"])
 CONV = _shapes(x=X, kernel=(3, 3, 2, 2))
 # Every public operator that takes arrays: (call on a dict of arrays, the shape of each array argument by name).
 OPERATORS = {
@@ -63,9 +68,25 @@ OPERATORS = {
     "shift": (lambda a: ops.shift(1)(a["x"]), _shapes(x=X)),
     "rotate90": (lambda a: ops.rotate90(1)(a["x"]), _shapes(x=X)),
     "rescale": (lambda a: ops.rescale(2.0)(a["x"]), _shapes(x=X)),
+    "acs_conv": (lambda a: ops.acs_conv(a["x"], a["kernel"]), _shapes(x=(1, 4, 4, 4, 2), kernel=(3, 3, 2, 3))),
+    # Graphs: node features, edge weights and kernels are float; the node ids (senders, receivers) and edge types
+    # are the only integer arrays.
+    **{name: (call, {"graph.nodes": (4, 2), "graph.weights": (3,), **kernels}) for name, call, kernels in (
+        ("check_graph", lambda a: ops.check_graph(_graph(a)), {}),
+        ("propagate", lambda a: ops.propagate(_graph(a)), {}),
+        ("gcn_normalize", lambda a: ops.gcn_normalize(_graph(a)), {}),
+        ("scaled_laplacian", lambda a: ops.scaled_laplacian(_graph(a)), {}),
+        ("gcn_conv", lambda a: ops.gcn_conv(_graph(a), a["kernel"], a["bias"]), {"kernel": (2, 3), "bias": (3,)}),
+        ("cheb_conv", lambda a: ops.cheb_conv(_graph(a), a["kernels"]), {"kernels": (2, 2, 3)}),
+        ("edge_type_conv", lambda a: ops.edge_type_conv(_graph(a), jnp.array([0, 1, 0]), a["kernels"]),
+         {"kernels": (2, 2, 3)}),
+    )},
+    "row_normalize": (lambda a: ops.row_normalize(a["x"]), _shapes(x=(4, 2))),
+    "grid_graph": (lambda a: ops.grid_graph(a["image"]), _shapes(image=(3, 3, 1))),
 }
 # Public names that take no array: sizes, layer geometry, or a function and a shape (they build float32 inputs).
-NO_ARRAY_ARGUMENT = {"gaussian_window", "Layer", "ReceptiveField", "receptive_field", "empirical_receptive_field"}
+NO_ARRAY_ARGUMENT = {"gaussian_window", "Layer", "ReceptiveField", "receptive_field", "empirical_receptive_field",
+                     "Graph", "acs_split"}
 
 CASES = [(op, arg) for op, (_, shapes) in OPERATORS.items() for arg in shapes]
 

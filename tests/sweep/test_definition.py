@@ -68,7 +68,7 @@ def test_space_distributions(config):
 
 BAD_DEFINITIONS = [
     (with_entries(GRID, metrik="accuracy"), "unknown entry 'metrik'"),
-    (with_entries(GRID, metric="f1"), "get_sweep()['metric'] must be a metric the evaluation writes"),
+    (with_entries(GRID, metric="f1"), "get_sweep()['metric'] must be a metric task 'classification' reports"),
     (with_entries(GRID, direction="up"), "get_sweep()['direction'] must be one of ['maximize', 'minimize']"),
     (with_entries(GRID, seed=-1), "get_sweep()['seed'] must be a non-negative integer"),
     (with_entries(GRID, space=SPACE["space"]), "exactly one of 'grid'"),
