@@ -15,6 +15,7 @@ come back per canvas, in split order (``Accumulator`` examples), and the detecti
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import jax
@@ -28,6 +29,7 @@ from cnn.models.fully_conv import FullyConvolutional, fully_convolutional
 from cnn.ops.detection import Detections, average_precision, mean_average_precision, pyramid_detections
 from cnn.tasks.base import Accumulator, check_labels
 from cnn.tasks.classification import Classification
+from cnn.tasks.report import plot_detections
 
 IOU = 0.5  # the IoU at which a detection matches a ground-truth box (VOC's, COCO's AP50)
 
@@ -35,6 +37,7 @@ IOU = 0.5  # the IoU at which a detection matches a ground-truth box (VOC's, COC
 class Detection(Classification):
     name = "detection"
     metrics: ClassVar[dict[str, str]] = {"map50": "max"}
+    report_examples = 4  # canvases drawn with their boxes
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
@@ -53,6 +56,7 @@ class Detection(Classification):
                 raise ConfigError(f"config.task.{key} must be in [0, 1], got {value}")
         self.net: FullyConvolutional | None = None
         self.canvases: CanvasSplit | None = None  # the split being evaluated: its ground truth and templates
+        self._found: tuple[Accumulator, list[Detections]] | None = None
 
     def eval_model(self, model):
         self.net = fully_convolutional(model, self.window)
@@ -87,12 +91,17 @@ class Detection(Classification):
         return {self._key(*outputs.shape[1:3]): scores, "mask": batch["mask"]}
 
     def detections(self, totals: Accumulator) -> list[Detections]:
-        """Each canvas's detections, in the original canvas's pixels, from the score maps of its levels."""
+        """Each canvas's detections, in the original canvas's pixels, from the score maps of its levels (made once
+        per evaluation: the result, the report and the predictions read them)."""
+        if self._found is not None and self._found[0] is totals:
+            return self._found[1]
         examples, height, width = totals.stacked(), *self.canvases.images.shape[1:3]
         maps = [examples[self._key(*self.net.score_shape(round(height * s), round(width * s)))]
                 for s in self.scales]
-        return [pyramid_detections([m[n] for m in maps], self.scales, self.net.stride, self.window, self.threshold,
-                                   self.nms_iou, self.canvases.templates) for n in range(len(self.canvases))]
+        found = [pyramid_detections([m[n] for m in maps], self.scales, self.net.stride, self.window, self.threshold,
+                                    self.nms_iou, self.canvases.templates) for n in range(len(self.canvases))]
+        self._found = (totals, found)
+        return found
 
     def ground_truth(self) -> list[tuple[np.ndarray, np.ndarray]]:
         real = self.canvases.box_labels >= 0
@@ -108,6 +117,13 @@ class Detection(Classification):
 
     def summary(self, result):
         return f"mAP@0.5 {result['map50']:.4f} ({result['num_detections']} detections, {result['num_boxes']} digits)"
+
+    def write_report(self, result, totals, directory, step, title):
+        path = os.path.join(directory, f"detections_{step}.png")
+        shown = slice(self.report_examples)
+        plot_detections(self.canvases.images[shown], self.detections(totals)[shown], self.ground_truth()[shown], path,
+                        title=f"{title}: mAP@0.5 {result['map50']:.4f}")
+        return [path]
 
     def predictions(self, totals: Accumulator) -> dict[str, np.ndarray]:
         """Every detection (``boxes`` x0, y0, x1, y1 in canvas pixels, ``scores``, ``labels``, ``image``: the
