@@ -103,10 +103,12 @@ def write_window_dataset(path: str | os.PathLike, train_count: int, test_count: 
     np.savez_compressed(path, **arrays)
 
 
-def box_templates(labels: np.ndarray, boxes: np.ndarray, num_classes: int = 10) -> np.ndarray:
+def box_templates(labels: np.ndarray, boxes: np.ndarray, num_classes: int = 10, window: int = WINDOW) -> np.ndarray:
     """``(num_classes, 4)``: the mean ink box of each digit class in its crops, the box a detection of that class
-    draws in its window (a "1" is narrower than a "0")."""
-    return np.stack([boxes[labels == c].mean(axis=0) for c in range(num_classes)]).astype(np.float32)
+    draws in its window (a "1" is narrower than a "0"); the whole window for a class without crops."""
+    whole = np.array([0, 0, window, window], np.float32)
+    return np.stack([boxes[labels == c].mean(axis=0) if (labels == c).any() else whole
+                     for c in range(num_classes)]).astype(np.float32)
 
 
 def detection_canvases(count: int, seed: int, canvas_size: tuple[int, int] = (128, 128),
@@ -183,8 +185,11 @@ class WindowSource:
             return self._splits[split]
         if split == "canvases":
             train = self.crops("train")
-            made = detection_canvases(self.options["canvases"], self.options["seed"],
-                                      tuple(self.options.get("canvas_size") or (128, 128)), root=self.root)
+            try:
+                made = detection_canvases(self.options["canvases"], self.options["seed"],
+                                          tuple(self.options.get("canvas_size") or (128, 128)), root=self.root)
+            except ValueError as error:
+                raise UserError(f"config.dataset.generator: {error}") from None
             self._splits[split] = CanvasSplit(made["images"][..., None], made["boxes"], made["box_labels"],
                                               box_templates(train["labels"], train["boxes"]))
         else:
