@@ -21,7 +21,7 @@ flags.DEFINE_string("out", None, "Directory for the outputs (created if absent).
 flags.DEFINE_list("scales", None, "Pyramid scales, e.g. 1,0.707,0.5 (default: the run's config.task.scales).")
 flags.DEFINE_float("score_threshold", None, "Least window score that makes a box (default: the run's, else 0.5).")
 flags.DEFINE_float("nms_iou", None, "Boxes of a class overlapping a better one more than this are dropped "
-                   "(default: the run's, else 0.5).")
+                   "(default: the run's, else 0.3).")
 flags.DEFINE_integer("step", None, "Use the checkpoint at this step (default: the latest).")
 flags.mark_flags_as_required(["workdir", "images", "out"])
 

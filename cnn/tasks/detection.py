@@ -34,6 +34,18 @@ from cnn.tasks.report import plot_detections
 IOU = 0.5  # the IoU at which a detection matches a ground-truth box (VOC's, COCO's AP50)
 
 
+def detection_settings(task_config) -> tuple[tuple[float, ...], float, float]:
+    """``(scales, score_threshold, nms_iou)`` of ``config.task``, checked; defaults: ``PYRAMID``, 0.5 and 0.3."""
+    scales = tuple(float(s) for s in task_config.get("scales", PYRAMID))
+    if not scales or min(scales) <= 0 or len(set(scales)) != len(scales):
+        raise ConfigError(f"config.task.scales must be distinct positive numbers, got {scales}")
+    threshold, nms_iou = float(task_config.get("score_threshold", 0.5)), float(task_config.get("nms_iou", 0.3))
+    for key, value in (("score_threshold", threshold), ("nms_iou", nms_iou)):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"config.task.{key} must be in [0, 1], got {value}")
+    return scales, threshold, nms_iou
+
+
 class Detection(Classification):
     name = "detection"
     metrics: ClassVar[dict[str, str]] = {"map50": "max"}
@@ -46,14 +58,7 @@ class Detection(Classification):
         self.window = spec.image_shape[0]
         if spec.image_shape[0] != spec.image_shape[1]:
             raise ConfigError(f"task 'detection' needs square windows, got examples of {spec.image_shape}")
-        self.scales = tuple(float(s) for s in config.task.get("scales", PYRAMID))
-        if not self.scales or min(self.scales) <= 0 or len(set(self.scales)) != len(self.scales):
-            raise ConfigError(f"config.task.scales must be distinct positive numbers, got {self.scales}")
-        self.threshold = float(config.task.get("score_threshold", 0.5))
-        self.nms_iou = float(config.task.get("nms_iou", 0.5))
-        for key, value in (("score_threshold", self.threshold), ("nms_iou", self.nms_iou)):
-            if not 0 <= value <= 1:
-                raise ConfigError(f"config.task.{key} must be in [0, 1], got {value}")
+        self.scales, self.threshold, self.nms_iou = detection_settings(config.task)
         self.net: FullyConvolutional | None = None
         self.canvases: CanvasSplit | None = None  # the split being evaluated: its ground truth and templates
         self._found: tuple[Accumulator, list[Detections]] | None = None
@@ -76,6 +81,11 @@ class Detection(Classification):
         self.canvases = split
         for scale in self.scales:
             level = np.stack([image_pyramid(image, (scale,))[0] for image in split.images])
+            if min(level.shape[1:3]) < self.net.extent:
+                height, width = split.images.shape[1:3]
+                raise UserError(f"config.task.scales: at scale {scale} a {height}×{width} canvas is "
+                                f"{level.shape[1]}×{level.shape[2]}, smaller than the window "
+                                f"({self.net.extent}×{self.net.extent})")
             yield from eval_batches(ArraySplit(level, np.zeros(len(level), np.int32)), preprocess, global_batch,
                                     process_index, process_count)
 

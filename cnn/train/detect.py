@@ -23,7 +23,7 @@ from cnn.data.windows import image_pyramid
 from cnn.errors import UserError
 from cnn.models.fully_conv import fully_convolutional
 from cnn.ops.detection import Detections, pyramid_detections
-from cnn.tasks.detection import Detection
+from cnn.tasks.detection import detection_settings
 from cnn.tasks.report import _pyplot
 from cnn.train.config import load_config
 from cnn.train.evaluate import select_steps
@@ -50,7 +50,8 @@ def read_image(path: str, channels: int) -> np.ndarray:
 def detect_images(workdir: str, images: Sequence[str], out: str, scales: Sequence[float] | None = None,
                   threshold: float | None = None, nms_iou: float | None = None, step: int | None = None) -> list[dict]:
     """Detect in every image of ``images`` and write its three files into ``out``; returns the JSON records.
-    ``scales``, ``threshold`` and ``nms_iou`` default to the run's ``config.task`` (or the detection task's)."""
+    ``scales``, ``threshold`` and ``nms_iou`` default to the run's ``config.task`` (else
+    :func:`cnn.tasks.detection.detection_settings`'s)."""
     if not os.path.isdir(workdir):
         raise UserError(f"--workdir={workdir}: no such directory")
     names = [os.path.splitext(os.path.basename(path))[0] for path in images]
@@ -63,7 +64,7 @@ def detect_images(workdir: str, images: Sequence[str], out: str, scales: Sequenc
                 config.task[key] = value
     plan = plan_evaluation(config, workdir)
     exp = plan.experiment
-    settings = Detection(config, exp.spec) if exp.task.name != "detection" else exp.task  # checks the settings
+    all_scales, threshold, nms_iou = detection_settings(config.task)
     window, channels = exp.sample_input.shape[1], exp.sample_input.shape[-1]
     net = fully_convolutional(exp.model, window)
     objects = exp.spec.num_classes - 1 if exp.task.name == "detection" else exp.spec.num_classes
@@ -81,18 +82,17 @@ def detect_images(workdir: str, images: Sequence[str], out: str, scales: Sequenc
     records = []
     for path, name in zip(images, names, strict=True):
         image = read_image(path, channels)
-        levels = [(s, level) for s, level in zip(settings.scales, image_pyramid(image, settings.scales), strict=True)
+        levels = [(s, level) for s, level in zip(all_scales, image_pyramid(image, all_scales), strict=True)
                   if min(level.shape[:2]) >= net.extent]
         if not levels:
             raise UserError(f"{path}: {image.shape[0]}×{image.shape[1]} is smaller than the window "
-                            f"({net.extent}×{net.extent}) at every scale {list(settings.scales)}")
+                            f"({net.extent}×{net.extent}) at every scale {list(all_scales)}")
         maps = [np.asarray(scores(exp.eval_preprocess.batch({"image": level[None]}, BatchRandom((0, 0), 1))["image"]))
                 for _, level in levels]
         used = [s for s, _ in levels]
-        found = pyramid_detections(maps, used, net.stride, window, settings.threshold, settings.nms_iou, templates)
+        found = pyramid_detections(maps, used, net.stride, window, threshold, nms_iou, templates)
         record = {"image": path, "height": image.shape[0], "width": image.shape[1], "window": window,
-                  "stride": net.stride, "scales": used, "score_threshold": settings.threshold,
-                  "nms_iou": settings.nms_iou,
+                  "stride": net.stride, "scales": used, "score_threshold": threshold, "nms_iou": nms_iou,
                   "detections": [{"box": [round(float(v), 2) for v in box], "class": int(label), "score": float(score)}
                                  for box, label, score in zip(found.boxes, found.labels, found.scores, strict=True)]}
         with open(os.path.join(out, f"{name}.json"), "w") as f:
