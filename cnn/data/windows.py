@@ -16,12 +16,15 @@ canvas. ``make_window_crops("train", ...)`` uses MNIST's train digits only; the 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 from PIL import Image
 
 from cnn.data.canvas import Canvas, load_mnist, make_canvases, paste_digits
+from cnn.data.sources import DATASETS, ArraySplit, DatasetSpec
+from cnn.errors import UserError
 
 BACKGROUND = 10
 WINDOW = 32  # LeNet-5's input
@@ -100,10 +103,12 @@ def write_window_dataset(path: str | os.PathLike, train_count: int, test_count: 
     np.savez_compressed(path, **arrays)
 
 
-def box_templates(labels: np.ndarray, boxes: np.ndarray, num_classes: int = 10) -> np.ndarray:
+def box_templates(labels: np.ndarray, boxes: np.ndarray, num_classes: int = 10, window: int = WINDOW) -> np.ndarray:
     """``(num_classes, 4)``: the mean ink box of each digit class in its crops, the box a detection of that class
-    draws in its window (a "1" is narrower than a "0")."""
-    return np.stack([boxes[labels == c].mean(axis=0) for c in range(num_classes)]).astype(np.float32)
+    draws in its window (a "1" is narrower than a "0"); the whole window for a class without crops."""
+    whole = np.array([0, 0, window, window], np.float32)
+    return np.stack([boxes[labels == c].mean(axis=0) if (labels == c).any() else whole
+                     for c in range(num_classes)]).astype(np.float32)
 
 
 def detection_canvases(count: int, seed: int, canvas_size: tuple[int, int] = (128, 128),
@@ -127,3 +132,70 @@ def image_pyramid(image: np.ndarray, scales: tuple[float, ...] = PYRAMID) -> lis
         levels.append(np.asarray(picture.resize(size, Image.Resampling.BILINEAR)).reshape(size[1], size[0],
                                                                                            *image.shape[2:]))
     return levels
+
+
+@dataclasses.dataclass(frozen=True)
+class CanvasSplit:
+    """Detection canvases with their ground truth: ``images (N, H, W, 1)`` uint8, ``boxes (N, K, 4)`` (padding
+    zeros), ``box_labels (N, K)`` (padding -1), and the ``templates (10, 4)`` a detection of each class draws in its
+    window (:func:`box_templates` of the train crops: no test digit shapes them)."""
+
+    images: np.ndarray
+    boxes: np.ndarray
+    box_labels: np.ndarray
+    templates: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class WindowSource:
+    """Dataset ``digit_windows``: the window classifier's crops (11 classes, ``BACKGROUND`` = 10) and the canvases
+    it detects digits on. Splits: ``train`` (:func:`make_window_crops` of MNIST's train digits), ``test`` (crops of
+    its test digits) and ``canvases`` (:func:`detection_canvases`, test digits: a :class:`CanvasSplit`, what the
+    ``detection`` task evaluates). ``config.dataset.generator`` holds ``train_examples``, ``test_examples``,
+    ``canvases`` (how many of each), ``canvas_size`` and ``seed``; the crops are ``WINDOW``×``WINDOW``."""
+
+    splits = ("train", "test", "canvases")
+
+    def __init__(self, generator: dict, root: str | None = None):
+        self.options, self.root = dict(generator), root
+        self._splits: dict[str, ArraySplit | CanvasSplit] = {}  # each made once
+        self._crops: dict[str, dict[str, np.ndarray]] = {}
+        for key in ("train_examples", "test_examples", "canvases", "seed"):
+            value = self.options.get(key)
+            least = 0 if key == "seed" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise UserError(f"config.dataset.generator.{key} must be an integer >= {least}, got {value!r}")
+        pixels = self.crops("train")["images"].astype(np.float64) / 255.0
+        self.spec = DatasetSpec(BACKGROUND + 1, (WINDOW, WINDOW, 1), 255.0, (round(float(pixels.mean()), 4),),
+                                (round(float(pixels.std()), 4),), self.splits)
+
+    def crops(self, split: str) -> dict[str, np.ndarray]:
+        """:func:`make_window_crops` of ``split`` ("train" or "test"), made once."""
+        if split not in self._crops:
+            seed = self.options["seed"] + (split == "test")  # as write_window_dataset
+            self._crops[split] = make_window_crops(split, self.options[f"{split}_examples"], seed, root=self.root)
+        return self._crops[split]
+
+    def load(self, split: str) -> ArraySplit | CanvasSplit:
+        if split not in self.splits:
+            raise UserError(f"dataset 'digit_windows' has no split {split!r}; choose from {list(self.splits)}")
+        if split in self._splits:
+            return self._splits[split]
+        if split == "canvases":
+            train = self.crops("train")
+            try:
+                made = detection_canvases(self.options["canvases"], self.options["seed"],
+                                          tuple(self.options.get("canvas_size") or (128, 128)), root=self.root)
+            except ValueError as error:
+                raise UserError(f"config.dataset.generator: {error}") from None
+            self._splits[split] = CanvasSplit(made["images"][..., None], made["boxes"], made["box_labels"],
+                                              box_templates(train["labels"], train["boxes"]))
+        else:
+            crops = self.crops(split)
+            self._splits[split] = ArraySplit(crops["images"], crops["labels"].astype(np.int32))
+        return self._splits[split]
+
+
+DATASETS.register("digit_windows", lambda c: WindowSource(c.get("generator"), c.get("manual_dir")))

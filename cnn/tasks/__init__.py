@@ -8,6 +8,8 @@
   ``segmentation_<step>.png`` (image, truth, prediction, errors).
 - ``node_classification`` (graph datasets): ``features (N, F)``, ``senders``/``receivers (E,)``, ``label (N,)``,
   ``mask (N,)``; cross-entropy and classification's metrics over the split's nodes; ``confusion_<step>.png``.
+- ``detection`` (image datasets of windows, the last class background; evaluated on canvases with boxes):
+  trained as classification, evaluated fully convolutionally over an image pyramid; AP@0.5 per class and ``map50``.
 
 See :mod:`cnn.tasks.base` for what a task owns.
 """
@@ -20,11 +22,12 @@ from cnn.data import DatasetSpec
 from cnn.registry import Registry
 from cnn.tasks.base import Accumulator, Task
 from cnn.tasks.classification import Classification
+from cnn.tasks.detection import Detection
 from cnn.tasks.node_classification import NodeClassification
 from cnn.tasks.segmentation import Segmentation
 
 TASKS = Registry("task")
-for _task in (Classification, Segmentation, NodeClassification):
+for _task in (Classification, Segmentation, NodeClassification, Detection):
     TASKS.register(_task.name, _task)
 
 

@@ -109,6 +109,10 @@ class Task:
         """One example of the dataset's kind, all zeros, as the source gives it (before preprocessing)."""
         return {"image": np.zeros((1, *self.spec.image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
 
+    def eval_model(self, model: Any) -> Any:
+        """The network evaluation applies to the trained ``model``'s variables (default: the model itself)."""
+        return model
+
     def sample_input(self, batch: Batch) -> Any:
         """One example of what the model is applied to (for initialization), from a preprocessed batch."""
         return jax.tree.map(lambda x: np.zeros_like(x[:1]), self.model_input(batch))

@@ -58,3 +58,21 @@ def plot_segmentation(images: np.ndarray, truth: np.ndarray, predicted: np.ndarr
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_detections(images: np.ndarray, found: list, truth: list, path: str, title: str) -> None:
+    """One panel per image: its true boxes (green) and detections (red, with class and score)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.4), squeeze=False)
+    for ax, image, detections, (true_boxes, _) in zip(axes[0], images, found, truth, strict=True):
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+        for boxes, color in ((true_boxes, "lime"), (detections.boxes, "red")):
+            for x0, y0, x1, y1 in boxes:
+                ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=color, lw=1))
+        for (x0, y0, _, _), label, score in zip(detections.boxes, detections.labels, detections.scores, strict=True):
+            ax.text(x0, y0 - 1, f"{label} {score:.2f}", color="red", fontsize=6)
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

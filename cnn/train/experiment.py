@@ -76,6 +76,7 @@ class Experiment:
         self.train_preprocess = build_preprocess(config.dataset.train_preprocess, spec)
         self.eval_preprocess = build_preprocess(config.dataset.eval_preprocess, spec)
         self.model = create(config.model.name, num_classes=spec.num_classes, **model_overrides(config))
+        self.eval_model = self.task.eval_model(self.model)  # the same variables; a detector's is fully convolutional
         if durations is None:
             self.schedule = optax.constant_schedule(config.optimizer.learning_rate)
         else:
@@ -145,7 +146,7 @@ class Experiment:
 
     @functools.cached_property
     def eval_step(self):
-        step = functools.partial(eval_step, task=self.task, policy=self.policy)
+        step = functools.partial(eval_step, task=self.task, policy=self.policy, apply_fn=self.eval_model.apply)
         return jax.jit(step, in_shardings=(self.replicated, self.data_sharding),
                        out_shardings=(self.replicated, self.data_sharding))
 

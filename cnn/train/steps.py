@@ -24,6 +24,8 @@ then keeps most microbatches' activations anyway; elsewhere it stays a loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -130,8 +132,11 @@ def train_step(
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task,
-              policy: Policy = FULL_PRECISION) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-    """``task``'s sums over the real examples of a (possibly padded) batch, and its per-example outputs."""
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task, policy: Policy = FULL_PRECISION,
+              apply_fn: Callable | None = None) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """``task``'s sums over the real examples of a (possibly padded) batch, and its per-example outputs;
+    ``apply_fn`` (default the state's): the network evaluation runs, on the same variables (``Task.eval_model``)."""
+    if apply_fn is not None:
+        state = state.replace(apply_fn=apply_fn)
     outputs, _ = _apply(state, state.params, state.model_state, task.model_input(batch), policy, train=False)
     return task.eval_sums(outputs, batch), task.eval_examples(outputs, batch)

@@ -2,12 +2,22 @@
 digits' centres; the .npz loads as a ``numpy`` dataset."""
 
 import numpy as np
+import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from cnn.data import windows
 from cnn.data.canvas import Canvas
 from cnn.data.sources import NumpySource
-from cnn.data.windows import BACKGROUND, crops_from_canvas, image_pyramid, make_window_crops, write_window_dataset
+from cnn.data.windows import (
+    BACKGROUND,
+    WindowSource,
+    crops_from_canvas,
+    detection_canvases,
+    image_pyramid,
+    make_window_crops,
+    write_window_dataset,
+)
+from cnn.errors import UserError
 from tests.data.test_canvas import needs_mnist
 
 
@@ -71,3 +81,28 @@ def test_pyramid_levels_have_the_scaled_sizes():
     np.testing.assert_array_equal(levels[0], image)
     flat = image_pyramid(np.full((60, 80), 77, np.uint8), (0.5,))[0]
     assert flat.shape == (30, 40) and (flat == 77).all()  # a filter's weights sum to 1
+
+
+@needs_mnist
+def test_digit_windows_source_serves_the_seeded_crops_and_test_canvases():
+    source = WindowSource({"train_examples": 30, "test_examples": 12, "canvases": 3, "canvas_size": (72, 64),
+                           "seed": 5})
+    train, test, canvases = source.load("train"), source.load("test"), source.load("canvases")
+    expected_train, expected_test = make_window_crops("train", 30, 5), make_window_crops("test", 12, 6)
+    np.testing.assert_array_equal(train.images, expected_train["images"])
+    np.testing.assert_array_equal(test.labels, expected_test["labels"])
+    pixels = expected_train["images"] / 255.0
+    assert source.spec.num_classes == 11 and source.spec.image_shape == (32, 32, 1)
+    np.testing.assert_allclose([*source.spec.mean, *source.spec.std], [pixels.mean(), pixels.std()], atol=1e-4)
+    made = detection_canvases(3, seed=5, canvas_size=(72, 64))
+    np.testing.assert_array_equal(canvases.images[..., 0], made["images"])
+    np.testing.assert_array_equal(canvases.box_labels, made["box_labels"])
+    for c in range(10):  # each class's mean ink box in the train crops; the whole window for one without crops
+        mine = expected_train["labels"] == c
+        expected = expected_train["boxes"][mine].mean(0) if mine.any() else [0, 0, 32, 32]
+        np.testing.assert_allclose(canvases.templates[c], expected, rtol=1e-6)
+
+
+def test_digit_windows_source_rejects_bad_settings():
+    with pytest.raises(UserError, match=r"generator\.canvases must be an integer >= 1"):
+        WindowSource({"train_examples": 30, "test_examples": 12, "canvases": 0, "seed": 0})
