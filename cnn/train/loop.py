@@ -3,7 +3,8 @@
 Rerunning the same command resumes from the newest readable checkpoint. Since batches are indexed by step and
 the dropout key is ``fold_in(seed key, step)``, a resumed run reproduces an uninterrupted one bitwise on CPU.
 Per-step metrics stay on the device until a log, eval or checkpoint point; they are checked there, so a NaN or
-Inf loss stops training, naming its step, before any non-finite state is saved.
+Inf loss, gradient, update or parameter stops training, naming its step, before any non-finite state is saved
+(the checkpoints also refuse one).
 """
 
 from __future__ import annotations
@@ -21,14 +22,19 @@ from cnn.train.config import save_config
 from cnn.train.distributed import is_primary
 from cnn.train.experiment import plan_training
 from cnn.train.metrics import MetricWriter
+from cnn.train.steps import NONFINITE
 
 
 def _mean_and_check(pending: list[tuple[int, dict]]) -> dict[str, float]:
-    """Fetch pending per-step metrics; raise on the first non-finite loss; return their means."""
+    """Fetch pending per-step metrics; raise on the first step with a non-finite loss, gradient, update or new
+    state; return their means."""
     host = jax.device_get([metrics for _, metrics in pending])
     for (step, _), metrics in zip(pending, host, strict=True):
         if not np.isfinite(metrics["loss"]):
             raise NonFiniteLossError(step, float(metrics["loss"]))
+        if metrics.pop(NONFINITE, 0.0):  # popped: a check, not a metric to log
+            state = f"not finite (loss {float(metrics['loss']):.4g}, grad_norm {float(metrics['grad_norm']):.4g})"
+            raise NonFiniteLossError(step, state, what="the gradients, updates or parameters are")
     return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
 
 

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import numpy as np
+import optax
 import pytest
 
+from cnn.data import DatasetSpec
+from cnn.errors import NonFiniteLossError
+from cnn.tasks import make_task
 from cnn.train.checkpoint import Checkpoints, NonFiniteStateError
+from cnn.train.loop import _mean_and_check
+from cnn.train.state import TrainState
+from cnn.train.steps import train_step
+from configs.default import get_config
 
 
 def _tree(seed: int) -> dict:
@@ -74,3 +84,23 @@ def test_a_non_finite_state_is_never_saved(tmp_path):
         checkpoints.save(3, tree)
     checkpoints.close()
     assert not (tmp_path / "3").exists()
+
+
+class _Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def test_a_step_whose_update_overflows_stops_training_though_its_loss_is_finite():
+    task = make_task(get_config("runlocal"), DatasetSpec(num_classes=10, image_shape=(4, 4, 1)))
+    model, tx = _Linear(), optax.sgd(1e38)  # an update of 1e38 * gradient overflows float32
+    state = TrainState.create(apply_fn=model.apply, tx=tx, model_state={},
+                              params=model.init(jax.random.PRNGKey(0), np.zeros((1, 4, 4, 1), np.float32))["params"])
+    batch = {"image": np.full((8, 4, 4, 1), 100.0, np.float32), "label": np.arange(8, dtype=np.int32)}
+    step = jax.jit(functools.partial(train_step, schedule=optax.constant_schedule(1e38), task=task))
+    new_state, metrics = step(state, batch, jax.random.PRNGKey(0))
+    assert np.isfinite(metrics["loss"]) and not np.isfinite(np.asarray(new_state.params["Dense_0"]["kernel"])).all()
+    with pytest.raises(NonFiniteLossError, match=r"^the gradients, updates or parameters are not finite \(loss "
+                                                 r"[0-9.]+, grad_norm [0-9.e+]+\) at step 5; training stopped"):
+        _mean_and_check([(5, metrics)])
