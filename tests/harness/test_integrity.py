@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import flax.linen as nn
@@ -13,13 +17,16 @@ import optax
 import pytest
 
 from cnn.data import DatasetSpec
-from cnn.errors import NonFiniteLossError
+from cnn.errors import ConfigError, NonFiniteLossError, UserError
 from cnn.tasks import make_task
 from cnn.train.checkpoint import Checkpoints, NonFiniteStateError
+from cnn.train.config import save_config
 from cnn.train.loop import _mean_and_check
 from cnn.train.state import TrainState
 from cnn.train.steps import train_step
+from cnn.train.workdir import WorkdirLock, check_resume_config, make_workdir
 from configs.default import get_config
+from tests.harness.conftest import ROOT
 
 
 def _tree(seed: int) -> dict:
@@ -104,3 +111,45 @@ def test_a_step_whose_update_overflows_stops_training_though_its_loss_is_finite(
     with pytest.raises(NonFiniteLossError, match=r"^the gradients, updates or parameters are not finite \(loss "
                                                  r"[0-9.]+, grad_norm [0-9.e+]+\) at step 5; training stopped"):
         _mean_and_check([(5, metrics)])
+
+
+def test_a_locked_workdir_is_refused_and_a_stale_lock_taken_over(tmp_path, capfd):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from cnn.train.workdir import WorkdirLock; "
+         f"lock = WorkdirLock({str(tmp_path)!r}).__enter__(); print('locked', flush=True); sys.stdin.read()"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(UserError, match=rf"^{tmp_path} is in use by pid {holder.pid} on {socket.gethostname()} "):
+            WorkdirLock(str(tmp_path)).__enter__()
+    finally:
+        holder.kill()  # as SIGKILL would: the lock file stays behind
+        holder.wait()
+    assert (tmp_path / ".lock").exists()
+    with WorkdirLock(str(tmp_path)):
+        assert (tmp_path / ".lock").read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+    assert f"taking over the stale lock of pid {holder.pid} on {socket.gethostname()}" in capfd.readouterr().err
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match=r"^--workdir=.*/file is a file, not a directory$"):
+        make_workdir(str(tmp_path / "file"))
+    with pytest.raises(UserError, match=r"^--workdir=.*/file/run: cannot write there \(Not a directory\)$"):
+        make_workdir(str(tmp_path / "file" / "run"))
+
+
+def test_resume_with_a_changed_config_lists_the_differences(tmp_path, capfd):
+    config = get_config("runlocal")
+    save_config(config, str(tmp_path))
+    config.optimizer.learning_rate, config.num_steps, config.eval_every_steps = 0.2, 8, 3
+    with pytest.raises(ConfigError, match=r"differs from .*config.json of the run being resumed in num_steps, "
+                                          r"optimizer.learning_rate \(eval_every_steps: 6 -> 3; num_steps: 12 -> 8; "
+                                          r"optimizer.learning_rate: 0.05 -> 0.2\); pass --allow_config_change"):
+        check_resume_config(config, str(tmp_path), allow_change=False)
+    check_resume_config(config, str(tmp_path), allow_change=True)
+    assert "resuming with a changed config: eval_every_steps: 6 -> 3; num_steps" in capfd.readouterr().err
+    config.optimizer.learning_rate, config.num_steps = 0.05, 12  # only a harmless key differs now
+    check_resume_config(config, str(tmp_path), allow_change=False)
+    assert "resuming with a changed config: eval_every_steps: 6 -> 3\n" in capfd.readouterr().err
