@@ -20,7 +20,7 @@ from cnn.data import DatasetSpec
 from cnn.errors import ConfigError, NonFiniteLossError, UserError
 from cnn.tasks import make_task
 from cnn.train.checkpoint import Checkpoints, NonFiniteStateError
-from cnn.train.config import save_config
+from cnn.train.config import save_config, validate
 from cnn.train.loop import _mean_and_check
 from cnn.train.state import TrainState
 from cnn.train.steps import train_step
@@ -153,3 +153,34 @@ def test_resume_with_a_changed_config_lists_the_differences(tmp_path, capfd):
     config.optimizer.learning_rate, config.num_steps = 0.05, 12  # only a harmless key differs now
     check_resume_config(config, str(tmp_path), allow_change=False)
     assert "resuming with a changed config: eval_every_steps: 6 -> 3\n" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("model.dropout_rate", 1.5, r"config.model.dropout_rate must be a number in \[0, 1\), got 1.5"),
+    ("model.dropout_rate", 1.0, r"config.model.dropout_rate must be a number in \[0, 1\), got 1.0"),
+    ("optimizer.grad_clip_norm", -1.0, r"config.optimizer.grad_clip_norm must be a number in \[0, inf\), got -1.0"),
+    ("schedule.boundaries", (2.0, -1.0), r"config.schedule.boundaries must be a number in \(0, 1\), got 2.0"),
+    ("schedule.boundaries", (0.75, 0.5), r"config.schedule.boundaries must be increasing .*, got \(0.75, 0.5\)"),
+    ("model.width", 0, r"config.model.width must be an integer in \[1, inf\), got 0"),
+    ("model.width", -4, r"config.model.width must be an integer in \[1, inf\), got -4"),
+    ("seed", -1, r"config.seed must be an integer in \[0, 4294967296\), got -1"),
+    ("dataset.image_size", (0, 0), r"config.dataset.image_size must be positive integers, got \(0, 0\)"),
+    ("optimizer.momentum", 1.0, r"config.optimizer.momentum must be a number in \[0, 1\), got 1.0"),
+    ("schedule.warmup_steps", -3, r"config.schedule.warmup_steps must be an integer in \[0, inf\), got -3"),
+])
+def test_out_of_range_config_values_fail_at_start(key, value, message):
+    config = get_config("runlocal")
+    config.model.dropout_rate = 0.0
+    validate(config)  # the defaults pass
+    parent, _, name = key.rpartition(".")
+    (config[parent] if parent else config)[name] = value
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        validate(config)
+
+
+def test_a_data_dir_that_is_a_file_fails_at_start(tmp_path):
+    config = get_config("runlocal")
+    config.dataset.data_dir = str(tmp_path / "file")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"config.dataset.data_dir=.*/file is a file, not a directory"):
+        validate(config)
