@@ -184,3 +184,33 @@ def test_a_data_dir_that_is_a_file_fails_at_start(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match=r"config.dataset.data_dir=.*/file is a file, not a directory"):
         validate(config)
+
+
+def _tensorboard_points(directory: Path) -> list[tuple[str, int, float]]:
+    """Every scalar of every event file, read as TFRecords of Event protos (length, crc, data, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    points = []
+    for path in sorted(directory.iterdir()):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            length = int.from_bytes(data[offset:offset + 8], "little")
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 16 + length
+            points += [(value.tag, event.step, value.simple_value) for value in event.summary.value]
+    return sorted(points)
+
+
+def test_tensorboard_agrees_with_metrics_jsonl_after_a_resume(tmp_path):
+    from cnn.train.metrics import MetricWriter, read_metrics
+
+    writer = MetricWriter(str(tmp_path))
+    for step in (10, 20, 30):  # the run is killed after step 30; its checkpoint is at step 20
+        writer.write(step, "train", {"loss": 1.0 / step})
+    writer.close()
+    writer = MetricWriter(str(tmp_path), resume_step=20)
+    writer.write(30, "train", {"loss": 0.5})  # step 30 again, differently (say, after a changed config)
+    writer.close()
+    expected = sorted((f"{r['split']}/loss", r["step"], np.float32(r["loss"])) for r in read_metrics(str(tmp_path)))
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [10, 20, 30]
+    assert _tensorboard_points(tmp_path / "tb") == expected
