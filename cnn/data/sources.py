@@ -382,8 +382,11 @@ class ImageFolderSource:
 
         def read(index: int) -> tuple[np.ndarray, int]:
             file, label = files[index]
-            with Image.open(file) as image:
-                pixels = np.asarray(image.convert("RGB" if self.channels == 3 else "L"), np.uint8)
+            try:
+                with Image.open(file) as image:
+                    pixels = np.asarray(image.convert("RGB" if self.channels == 3 else "L"), np.uint8)
+            except (OSError, ValueError) as error:  # PIL: a corrupt, truncated or mislabeled file
+                raise UserError(f"{file}: not a readable image ({error})") from None
             return fit_image(pixels, self.image_shape), label
 
         return StreamingSplit(read, len(files), self.image_shape, self.workers)

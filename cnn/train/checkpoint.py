@@ -118,8 +118,11 @@ class Checkpoints:
     def save(self, step: int, state, metrics: dict[str, float] | None = None) -> None:
         """Save ``state`` (asynchronously) with the digest of each array; a non-finite state is refused."""
         _check_finite(step, state)
-        self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,
-                          custom_metadata={DIGESTS: digests(state)})
+        try:
+            self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,
+                              custom_metadata={DIGESTS: digests(state)})
+        except OSError as error:  # a full disk: raised here or by the previous save, finished in the background
+            raise self._write_error(step, error) from None
 
     def restore(self, step: int, abstract_state):
         """Restore ``step`` into the structure, shapes and shardings of ``abstract_state``, and check that every
@@ -213,7 +216,15 @@ class Checkpoints:
             )
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except OSError as error:
+            raise self._write_error(None, error) from None
+
+    def _write_error(self, step: int | None, error: OSError) -> UserError:
+        which = f"the checkpoint at step {step}" if step is not None else "a checkpoint"
+        return UserError(f"cannot write {which} in {self.directory} ({error.strerror or error}); the earlier "
+                         f"checkpoints are intact: rerun to resume once there is room")
 
     def close(self) -> None:
         self.manager.close()

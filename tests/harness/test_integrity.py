@@ -214,3 +214,39 @@ def test_tensorboard_agrees_with_metrics_jsonl_after_a_resume(tmp_path):
     expected = sorted((f"{r['split']}/loss", r["step"], np.float32(r["loss"])) for r in read_metrics(str(tmp_path)))
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [10, 20, 30]
     assert _tensorboard_points(tmp_path / "tb") == expected
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an image"])
+def test_a_corrupt_png_in_an_image_folder_names_the_file(tmp_path, damage):
+    from cnn.data import make_source
+    from tests.data.test_sources import write_image_folder
+
+    write_image_folder(tmp_path, per_class=2)
+    bad = tmp_path / "test" / "dog" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:40] if damage == "truncated" else b"hello")
+    source = make_source({"name": "image_folder", "path": str(tmp_path), "image_size": (8, 8), "channels": 3})
+    with pytest.raises(UserError, match=rf"^{bad}: not a readable image \("):
+        source.load("test")
+
+
+def test_a_sweep_storage_in_a_missing_directory_is_one_line(tmp_path):
+    from cnn.sweep.command import _lock_sqlite
+
+    with pytest.raises(UserError, match=r"^--storage=sqlite:///.*/missing/s.db: cannot write .*/missing/s.db.lock "
+                                        r"\(No such file or directory\)$"):
+        _lock_sqlite(f"sqlite:///{tmp_path}/missing/s.db")
+
+
+def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    checkpoints = Checkpoints(str(tmp_path), best_metric=None)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoints.manager, "save", full)
+    with pytest.raises(UserError, match=r"^cannot write the checkpoint at step 4 in .* \(No space left on device\); "
+                                        r"the earlier checkpoints are intact"):
+        checkpoints.save(4, _tree(4))
+    checkpoints.close()
