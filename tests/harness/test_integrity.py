@@ -250,3 +250,15 @@ def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, monkeypatch):
                                         r"the earlier checkpoints are intact"):
         checkpoints.save(4, _tree(4))
     checkpoints.close()
+
+
+def test_an_image_folder_class_absent_from_train_is_named(tmp_path):
+    from cnn.data import make_source
+    from tests.data.test_sources import write_image_folder
+
+    write_image_folder(tmp_path, per_class=2)
+    shutil.copytree(tmp_path / "test" / "dog", tmp_path / "test" / "bird")
+    source = make_source({"name": "image_folder", "path": str(tmp_path), "image_size": (8, 8), "channels": 3})
+    with pytest.raises(UserError, match=r"/test: class folder\(s\) \['bird'\] are not classes of .* \(its 2 classes: "
+                                        r"\['cat', 'dog'\]\)$"):
+        source.load("test")
