@@ -262,3 +262,15 @@ def test_an_image_folder_class_absent_from_train_is_named(tmp_path):
     with pytest.raises(UserError, match=r"/test: class folder\(s\) \['bird'\] are not classes of .* \(its 2 classes: "
                                         r"\['cat', 'dog'\]\)$"):
         source.load("test")
+
+
+def test_eval_names_a_corrupt_checkpoint_and_the_newest_good_one(trained_copy, evaluate):
+    largest = max((p for p in (trained_copy / "checkpoints" / "12").rglob("*") if p.parent.name == "d"),
+                  key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 16] = bytes(b ^ 0xFF for b in data[len(data) // 2:len(data) // 2 + 16])
+    largest.write_bytes(bytes(data))
+    result = evaluate(f"--workdir={trained_copy}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: checkpoint at step 12 is unreadable (")
+    assert result.stderr.strip().endswith("; the newest good one is step 8 (--step=8)")
