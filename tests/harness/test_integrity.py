@@ -274,3 +274,30 @@ def test_eval_names_a_corrupt_checkpoint_and_the_newest_good_one(trained_copy, e
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: checkpoint at step 12 is unreadable (")
     assert result.stderr.strip().endswith("; the newest good one is step 8 (--step=8)")
+
+
+def test_a_step_deleted_while_eval_reads_it_is_one_line(two_checkpoints, tmp_path):
+    shutil.copytree(two_checkpoints, tmp_path / "c")
+    checkpoints = Checkpoints(str(tmp_path / "c"), best_metric=None, read_only=True)
+    shutil.rmtree(tmp_path / "c" / "2")  # the training run's LatestN policy removed it after eval listed it
+    try:
+        with pytest.raises(UserError, match=r"^checkpoint at step 2 in .* was deleted while being read \(by the run "
+                                            r"training there\?\); kept now: \[1\]$"):
+            checkpoints.restore(2, _abstract(_tree(0)))
+    finally:
+        checkpoints.close()
+
+
+def test_two_corrupt_checkpoints_in_a_row_start_afresh(two_checkpoints, tmp_path):
+    copy = tmp_path / "c"
+    shutil.copytree(two_checkpoints, copy)
+    for step in ("1", "2"):
+        for path in (copy / step).rglob("*"):
+            if path.parent.name == "d":
+                path.write_bytes(bytes(b ^ 0xFF for b in path.read_bytes()))
+    checkpoints = Checkpoints(str(copy), best_metric=None)
+    try:
+        assert checkpoints.restore_latest(_abstract(_tree(0))) == (None, 0)
+    finally:
+        checkpoints.close()
+    assert len(list(copy.glob("*.unreadable-*"))) == 2
