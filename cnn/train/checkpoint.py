@@ -43,6 +43,7 @@ class NonFiniteStateError(UserError):
     """The state to save holds a NaN or Inf: it is not written."""
 
 
+WRITE_FAILURES = ("No space left on device", "Disk quota exceeded", "Read-only file system")
 DIGESTS = "sha256"  # the key of the digests in a step's custom metadata
 
 
@@ -121,7 +122,7 @@ class Checkpoints:
         try:
             self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,
                               custom_metadata={DIGESTS: digests(state)})
-        except OSError as error:  # a full disk: raised here or by the previous save, finished in the background
+        except (OSError, ValueError) as error:  # raised here or by the previous save, finished in the background
             raise self._write_error(step, error) from None
 
     def restore(self, step: int, abstract_state):
@@ -218,13 +219,18 @@ class Checkpoints:
     def wait(self) -> None:
         try:
             self.manager.wait_until_finished()
-        except OSError as error:
+        except (OSError, ValueError) as error:
             raise self._write_error(None, error) from None
 
-    def _write_error(self, step: int | None, error: OSError) -> UserError:
+    def _write_error(self, step: int | None, error: Exception) -> Exception:
+        """A full or read-only disk as one line; anything else as it is. TensorStore reports a full disk as
+        ``ValueError: RESOURCE_EXHAUSTED: ... No space left on device``."""
+        reason = next((r for r in WRITE_FAILURES if r in str(error) or getattr(error, "strerror", None) == r), None)
+        if reason is None:
+            return error
         which = f"the checkpoint at step {step}" if step is not None else "a checkpoint"
-        return UserError(f"cannot write {which} in {self.directory} ({error.strerror or error}); the earlier "
-                         f"checkpoints are intact: rerun to resume once there is room")
+        return UserError(f"cannot write {which} in {self.directory} ({reason}); the earlier checkpoints are intact: "
+                         "rerun to resume once the disk has room")
 
     def close(self) -> None:
         self.manager.close()

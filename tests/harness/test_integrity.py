@@ -242,8 +242,9 @@ def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, monkeypatch):
 
     checkpoints = Checkpoints(str(tmp_path), best_metric=None)
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def full(*args, **kwargs):  # what TensorStore raised when a tmpfs of 300 KiB filled up
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing "w/0.0" in OCDBT database at local file "...": Failed to '
+                         f"write 91318 bytes to file 4: {os.strerror(errno.ENOSPC)} [os_error_code='28']")
 
     monkeypatch.setattr(checkpoints.manager, "save", full)
     with pytest.raises(UserError, match=r"^cannot write the checkpoint at step 4 in .* \(No space left on device\); "
