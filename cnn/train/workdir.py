@@ -9,8 +9,9 @@ and delete each other's checkpoints, so the second one stops with ``<workdir> is
 **Resume.** A rerun resumes from the checkpoints; a config that differs from the run's ``config.json`` in a key
 that changes what is trained (the model, the data, the optimizer, the schedule, the length) is refused with the
 list of differences, unless the user says ``--allow_config_change``. Keys that only change how the run is watched
-or fed (intervals of eval, checkpoints and logs, the eval batch size, data locations, processes) are allowed and
-listed.
+or fed (intervals of eval, checkpoints and logs, the eval batch size, data locations, processes), keys that only
+one of the two configs has (a newer version of the code added or removed them) and ``<name>_epochs`` durations
+overridden by an unchanged ``<name>_steps`` are allowed and listed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import ml_collections
 from cnn.errors import ConfigError, UserError
 
 LOCK_FILE = ".lock"
+MISSING = "(absent)"
 # Keys (or prefixes of keys) whose change does not change what a run computes.
 HARMLESS = ("eval_every_steps", "eval_every_epochs", "checkpoint_every_steps", "checkpoint_every_epochs",
             "log_every_steps", "eval_batch_size", "checkpoint.max_to_keep", "distributed.", "dataset.data_dir",
@@ -99,8 +101,13 @@ def config_changes(config: ml_collections.ConfigDict, saved_path: str) -> list[t
     with open(saved_path) as f:
         saved = _flatten(json.load(f))
     new = _flatten(json.loads(config.to_json()))
-    return [(key, saved.get(key), new.get(key)) for key in sorted(saved.keys() | new.keys())
-            if saved.get(key) != new.get(key)]
+
+    def moot(key: str) -> bool:  # a <name>_epochs duration is ignored while <name>_steps is set (and unchanged)
+        steps = key.removesuffix("_epochs") + "_steps"
+        return key.endswith("_epochs") and new.get(steps) is not None and saved.get(steps) == new.get(steps)
+
+    return [(key, saved.get(key, MISSING), new.get(key, MISSING)) for key in sorted(saved.keys() | new.keys())
+            if saved.get(key, MISSING) != new.get(key, MISSING) and not moot(key)]
 
 
 def check_resume_config(config: ml_collections.ConfigDict, workdir: str, allow_change: bool) -> None:
@@ -109,7 +116,8 @@ def check_resume_config(config: ml_collections.ConfigDict, workdir: str, allow_c
     if not os.path.isfile(path):
         return
     changes = config_changes(config, path)
-    meaningful = [c for c in changes if not c[0].startswith(HARMLESS)]
+    # A key only one of them has came or went with a new version of the code, at its default.
+    meaningful = [c for c in changes if not c[0].startswith(HARMLESS) and MISSING not in c[1:]]
     listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
     if meaningful and not allow_change:
         keys = ", ".join(key for key, _, _ in meaningful)

@@ -150,9 +150,13 @@ def test_resume_with_a_changed_config_lists_the_differences(tmp_path, capfd):
         check_resume_config(config, str(tmp_path), allow_change=False)
     check_resume_config(config, str(tmp_path), allow_change=True)
     assert "resuming with a changed config: eval_every_steps: 6 -> 3; num_steps" in capfd.readouterr().err
-    config.optimizer.learning_rate, config.num_steps = 0.05, 12  # only a harmless key differs now
+    config.optimizer.learning_rate, config.num_steps = 0.05, 12  # only harmless keys differ now:
+    config.num_epochs = 99.0  # overridden by num_steps
+    with config.unlocked():
+        config.dataset.new_key = 1  # a key an older version of the code did not write
     check_resume_config(config, str(tmp_path), allow_change=False)
-    assert "resuming with a changed config: eval_every_steps: 6 -> 3\n" in capfd.readouterr().err
+    assert ("resuming with a changed config: dataset.new_key: '(absent)' -> 1; eval_every_steps: 6 -> 3\n"
+            in capfd.readouterr().err)
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
