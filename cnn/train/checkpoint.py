@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 
 import jax
@@ -67,6 +68,23 @@ def digests(tree) -> dict[str, str]:
     """SHA-256 of each array's dtype, shape and bytes, by name."""
     return {name: hashlib.sha256(f"{a.dtype}{a.shape}".encode() + np.ascontiguousarray(a).tobytes()).hexdigest()
             for name, a in _host_arrays(tree).items()}
+
+
+def _ignore_callbacks_into_closed_loops() -> None:
+    """After a failed restore, TensorStore completes the reads still in flight into the event loop orbax has
+    closed: each one printed ``RuntimeError: Event loop is closed`` as an unraisable exception (thousands of lines
+    for two bad checkpoints in a row). Those are dropped; any other unraisable exception is reported as before."""
+    default = sys.unraisablehook
+    if getattr(default, "ignores_closed_loops", False):
+        return
+
+    def hook(unraisable) -> None:
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            default(unraisable)
+
+    hook.ignores_closed_loops = True
+    sys.unraisablehook = hook
 
 
 def _check_finite(step: int, tree) -> None:
@@ -147,6 +165,7 @@ class Checkpoints:
 
     def restore_latest(self, abstract_state):
         """``(state, step)`` from the newest readable checkpoint, or ``(None, 0)`` when there is none."""
+        _ignore_callbacks_into_closed_loops()
         for step in reversed(self.steps()):
             try:
                 return self.restore(step, abstract_state), step
