@@ -166,7 +166,8 @@ class Checkpoints:
     def restore_latest(self, abstract_state):
         """``(state, step)`` from the newest readable checkpoint, or ``(None, 0)`` when there is none."""
         _ignore_callbacks_into_closed_loops()
-        for step in reversed(self.steps()):
+        steps = self.steps()
+        for step in reversed(steps):
             try:
                 return self.restore(step, abstract_state), step
             except CheckpointMismatchError:
@@ -175,6 +176,8 @@ class Checkpoints:
                 aside = self._move_aside(step)
                 log.warning("checkpoint at step %d is unreadable (%s); moved to %s, falling back to the previous "
                             "one", step, str(error).splitlines()[0][:200], aside)
+        if steps:  # every one was unreadable
+            log.warning("no readable checkpoint is left in %s: training starts again from step 0", self.directory)
         return None, 0
 
     def newest_readable_step(self, abstract_state, below: int) -> int | None:
