@@ -10,8 +10,8 @@ class ConfigError(UserError, ValueError):
 
 
 class NonFiniteLossError(UserError):
-    """Training produced a NaN or Inf loss; raised before anything non-finite is checkpointed."""
+    """Training produced a NaN or Inf loss, gradient or parameter; raised before anything non-finite is saved."""
 
-    def __init__(self, step: int, value: float):
-        super().__init__(f"loss is {value} at step {step}; training stopped (the last checkpoint is intact)")
+    def __init__(self, step: int, value: float, what: str = "loss is"):
+        super().__init__(f"{what} {value} at step {step}; training stopped (the last checkpoint is intact)")
         self.step = step

@@ -365,6 +365,11 @@ class ImageFolderSource:
         self.spec = DatasetSpec(len(self.classes), self.image_shape, 255.0, mean, std, splits)
 
     def _files(self, split: str) -> list[tuple[str, int]]:
+        root = os.path.join(self.path, split)
+        unknown = sorted(set(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) - set(self.classes))
+        if unknown:  # its images would be dropped silently, or learned as another class
+            raise UserError(f"{root}: class folder(s) {unknown[:5]} are not classes of {self.path}/train (its "
+                            f"{len(self.classes)} classes: {self.classes[:5]}{'...' if len(self.classes) > 5 else ''})")
         files = []
         for label, name in enumerate(self.classes):
             folder = os.path.join(self.path, split, name)
@@ -382,8 +387,11 @@ class ImageFolderSource:
 
         def read(index: int) -> tuple[np.ndarray, int]:
             file, label = files[index]
-            with Image.open(file) as image:
-                pixels = np.asarray(image.convert("RGB" if self.channels == 3 else "L"), np.uint8)
+            try:
+                with Image.open(file) as image:
+                    pixels = np.asarray(image.convert("RGB" if self.channels == 3 else "L"), np.uint8)
+            except (OSError, ValueError) as error:  # PIL: a corrupt, truncated or mislabeled file
+                raise UserError(f"{file}: not a readable image ({error})") from None
             return fit_image(pixels, self.image_shape), label
 
         return StreamingSplit(read, len(files), self.image_shape, self.workers)

@@ -102,7 +102,10 @@ def _lock_sqlite(storage: str) -> int | None:
     if not storage.startswith(prefix) or storage == prefix:
         return None
     path = storage[len(prefix):] + ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # a missing or read-only directory
+        raise UserError(f"--storage={storage}: cannot write {path} ({error.strerror or error})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -18,6 +18,8 @@ from cnn.cli import run_cli  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
+flags.DEFINE_bool("allow_config_change", False, "Resume even though the config differs from the run's config.json "
+                  "in keys that change what is trained (the differences are listed).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,7 +31,7 @@ def main(argv: list[str]) -> int:
     distributed.initialize(flags.FLAGS.config.distributed)  # first: before anything starts a JAX backend
     from cnn.train.loop import train_and_evaluate
 
-    metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.allow_config_change)
     if distributed.is_primary():
         scalars = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items() if isinstance(value, float))
         print(f"final eval: {scalars} ({metrics['count']} examples)")

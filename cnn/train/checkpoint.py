@@ -4,17 +4,25 @@ Keeps the latest ``max_to_keep`` checkpoints plus the best one by an evaluation 
 and atomic (orbax writes a temporary directory and renames it when complete), so a kill mid-save leaves the
 previous checkpoint whole. Restoring the latest checkpoint falls back to older ones, with a warning, when the
 newest is unreadable; a checkpoint whose shapes do not match the model is an error, not a fallback.
+
+**Integrity.** Orbax restores flipped bytes in most of its data files without an error. So every save records
+the SHA-256 digest of every array (in the step's metadata, written atomically with it) and a restore recomputes
+them: a mismatch makes the checkpoint unreadable (moved aside, the previous one restored). A save also refuses a
+state with a non-finite value: nothing non-finite is ever written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import sys
 import time
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
@@ -28,10 +36,62 @@ class CheckpointMismatchError(UserError):
     """The checkpoint was written for another model or optimizer than the config describes."""
 
 
+class CorruptCheckpointError(UserError):
+    """A restored array does not have the digest recorded when it was saved."""
+
+
+class NonFiniteStateError(UserError):
+    """The state to save holds a NaN or Inf: it is not written."""
+
+
+WRITE_FAILURES = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+DIGESTS = "sha256"  # the key of the digests in a step's custom metadata
+
+
+def _name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path): tuple(
-        leaf.shape) for path, leaf in leaves if hasattr(leaf, "shape")}
+    return {_name(path): tuple(leaf.shape) for path, leaf in leaves if hasattr(leaf, "shape")}
+
+
+def _host_arrays(tree) -> dict[str, np.ndarray]:
+    """Every array leaf on the host, by name. The state is replicated: each process's first shard is all of it."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_name(path): np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
+            for path, leaf in leaves}
+
+
+def digests(tree) -> dict[str, str]:
+    """SHA-256 of each array's dtype, shape and bytes, by name."""
+    return {name: hashlib.sha256(f"{a.dtype}{a.shape}".encode() + np.ascontiguousarray(a).tobytes()).hexdigest()
+            for name, a in _host_arrays(tree).items()}
+
+
+def _ignore_callbacks_into_closed_loops() -> None:
+    """After a failed restore, TensorStore completes the reads still in flight into the event loop orbax has
+    closed: each one printed ``RuntimeError: Event loop is closed`` as an unraisable exception (thousands of lines
+    for two bad checkpoints in a row). Those are dropped; any other unraisable exception is reported as before."""
+    default = sys.unraisablehook
+    if getattr(default, "ignores_closed_loops", False):
+        return
+
+    def hook(unraisable) -> None:
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            default(unraisable)
+
+    hook.ignores_closed_loops = True
+    sys.unraisablehook = hook
+
+
+def _check_finite(step: int, tree) -> None:
+    for name, array in _host_arrays(tree).items():
+        if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+            raise NonFiniteStateError(f"{name} is not finite at step {step}; the checkpoint is not saved and "
+                                      "training stopped (the last checkpoint is intact)")
 
 
 class Checkpoints:
@@ -75,16 +135,39 @@ class Checkpoints:
         return self.manager.best_step()
 
     def save(self, step: int, state, metrics: dict[str, float] | None = None) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+        """Save ``state`` (asynchronously) with the digest of each array; a non-finite state is refused."""
+        _check_finite(step, state)
+        try:
+            self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,
+                              custom_metadata={DIGESTS: digests(state)})
+        except (OSError, ValueError) as error:  # raised here or by the previous save, finished in the background
+            raise self._write_error(step, error) from None
 
     def restore(self, step: int, abstract_state):
-        """Restore ``step`` into the structure, shapes and shardings of ``abstract_state``."""
+        """Restore ``step`` into the structure, shapes and shardings of ``abstract_state``, and check that every
+        array has the digest recorded at save time (checkpoints saved without digests are not checked)."""
         self._check_shapes(step, abstract_state)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        try:
+            state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        except Exception:
+            if os.path.exists(os.path.join(self.directory, str(step))):
+                raise
+            self.manager.reload()
+            raise UserError(f"checkpoint at step {step} in {self.directory} was deleted while being read (by the run "
+                            f"training there?); kept now: {self.steps()}") from None
+        recorded = (self.manager.metadata(step).custom_metadata or {}).get(DIGESTS)
+        if recorded:
+            bad = sorted(name for name, digest in digests(state).items() if recorded.get(name) != digest)
+            if bad:
+                raise CorruptCheckpointError(f"checkpoint at step {step} in {self.directory} is corrupt: {len(bad)} "
+                                             f"array(s) differ from the digest recorded at save time ({bad[0]}, ...)")
+        return state
 
     def restore_latest(self, abstract_state):
         """``(state, step)`` from the newest readable checkpoint, or ``(None, 0)`` when there is none."""
-        for step in reversed(self.steps()):
+        _ignore_callbacks_into_closed_loops()
+        steps = self.steps()
+        for step in reversed(steps):
             try:
                 return self.restore(step, abstract_state), step
             except CheckpointMismatchError:
@@ -93,7 +176,19 @@ class Checkpoints:
                 aside = self._move_aside(step)
                 log.warning("checkpoint at step %d is unreadable (%s); moved to %s, falling back to the previous "
                             "one", step, str(error).splitlines()[0][:200], aside)
+        if steps:  # every one was unreadable
+            log.warning("no readable checkpoint is left in %s: training starts again from step 0", self.directory)
         return None, 0
+
+    def newest_readable_step(self, abstract_state, below: int) -> int | None:
+        """The newest step before ``below`` that restores and passes its digest check (read-only: eval.py)."""
+        for step in reversed([s for s in self.steps() if s < below]):
+            try:
+                self.restore(step, abstract_state)
+                return step
+            except Exception:  # any failure: that one is not good either
+                continue
+        return None
 
     def _set_aside_unreadable_metadata(self) -> None:
         """Orbax reads every step's metadata (with its metrics) when it opens the directory and fails on a corrupt
@@ -144,7 +239,20 @@ class Checkpoints:
             )
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except (OSError, ValueError) as error:
+            raise self._write_error(None, error) from None
+
+    def _write_error(self, step: int | None, error: Exception) -> Exception:
+        """A full or read-only disk as one line; anything else as it is. TensorStore reports a full disk as
+        ``ValueError: RESOURCE_EXHAUSTED: ... No space left on device``."""
+        reason = next((r for r in WRITE_FAILURES if r in str(error) or getattr(error, "strerror", None) == r), None)
+        if reason is None:
+            return error
+        which = f"the checkpoint at step {step}" if step is not None else "a checkpoint"
+        return UserError(f"cannot write {which} in {self.directory} ({reason}); the earlier checkpoints are intact: "
+                         "rerun to resume once the disk has room")
 
     def close(self) -> None:
         self.manager.close()

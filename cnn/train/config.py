@@ -63,6 +63,49 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.batch_size % accum:
         raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by "
                           f"config.optimizer.grad_accum_steps={accum} (the number of microbatches per step)")
+    _check_ranges(config)
+
+
+def _in(key: str, value, low: float, high: float, closed: str = "[)", integer: bool = False) -> None:
+    """``value`` (of ``config.<key>``) in the interval from ``low`` to ``high``, ``closed`` saying which ends are."""
+    number = isinstance(value, int) if integer else isinstance(value, int | float)
+    ok = number and not isinstance(value, bool) and (low <= value if closed[0] == "[" else low < value) and (
+        value <= high if closed[1] == "]" else value < high)
+    if not ok:
+        what = "an integer" if integer else "a number"
+        raise ConfigError(f"config.{key} must be {what} in {closed[0]}{low}, {high}{closed[1]}, got {value!r}")
+
+
+def _check_ranges(config: ml_collections.ConfigDict) -> None:
+    """Every numeric key in its range, at start: an out-of-range value would train for minutes to a wrong result."""
+    inf = float("inf")
+    _in("seed", config.seed, 0, 2**32, integer=True)
+    opt, schedule = config.optimizer, config.schedule
+    _in("optimizer.grad_clip_norm", opt.grad_clip_norm, 0, inf)
+    for key in ("momentum", "b1", "b2"):
+        _in(f"optimizer.{key}", opt[key], 0, 1)
+    _in("optimizer.eps", opt.eps, 0, inf, "()")
+    _in("schedule.warmup_steps", schedule.warmup_steps, 0, inf, integer=True)
+    _in("schedule.warmup_epochs", schedule.warmup_epochs, 0, inf)
+    _in("schedule.end_factor", schedule.end_factor, 0, inf)
+    _in("schedule.decay_factor", schedule.decay_factor, 0, inf, "()")
+    boundaries = tuple(schedule.boundaries)
+    for boundary in boundaries:
+        _in("schedule.boundaries", boundary, 0, 1, "()")
+    if list(boundaries) != sorted(set(boundaries)):
+        raise ConfigError(f"config.schedule.boundaries must be increasing fractions of training, got {boundaries!r}")
+    model = config.model
+    if "dropout_rate" in model:
+        _in("model.dropout_rate", model.dropout_rate, 0, 1)
+    for key in ("width", "depth"):
+        if key in model:
+            _in(f"model.{key}", model[key], 1, inf, integer=True)
+    size = tuple(config.dataset.image_size)
+    if not size or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
+        raise ConfigError(f"config.dataset.image_size must be positive integers, got {size!r}")
+    data_dir = config.dataset.data_dir
+    if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ConfigError(f"config.dataset.data_dir={data_dir} is a file, not a directory")
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict:

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from cnn.errors import UserError
+from cnn.train.checkpoint import Checkpoints, CorruptCheckpointError
 from cnn.train.config import load_config
 from cnn.train.distributed import is_primary
 from cnn.train.experiment import plan_evaluation
@@ -48,7 +49,7 @@ def evaluate_checkpoints(workdir: str, step: int | None = None, all_steps: bool 
         if not available:
             raise UserError(f"--workdir={workdir}: no checkpoints in {checkpoints.directory}")
         for chosen in select_steps(available, step, all_steps):
-            state = checkpoints.restore(chosen, exp.abstract_state())
+            state = _restore(checkpoints, chosen, exp.abstract_state())
             metrics, totals = exp.evaluate(state, plan.eval_split, keep_examples=save_predictions,
                                            keep_first=task.report_examples)
             result = {"step": chosen, "split": plan.eval_split_name, "task": task.name,
@@ -66,6 +67,19 @@ def evaluate_checkpoints(workdir: str, step: int | None = None, all_steps: bool 
     finally:
         checkpoints.close()
     return results
+
+
+def _restore(checkpoints: Checkpoints, step: int, abstract_state):
+    """Restore ``step``; when it is unreadable or corrupt, say so and name the newest good checkpoint."""
+    try:
+        return checkpoints.restore(step, abstract_state)
+    except Exception as error:
+        if isinstance(error, UserError) and not isinstance(error, CorruptCheckpointError):
+            raise  # a mismatch with the config, a step deleted under us: already one clear line
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        good = checkpoints.newest_readable_step(abstract_state, below=step)
+        newest = f"the newest good one is step {good} (--step={good})" if good is not None else "no older one is good"
+        raise UserError(f"checkpoint at step {step} is unreadable ({reason[:300]}); {newest}") from None
 
 
 def format_table(results: list[dict]) -> str:

@@ -3,7 +3,8 @@
 Rerunning the same command resumes from the newest readable checkpoint. Since batches are indexed by step and
 the dropout key is ``fold_in(seed key, step)``, a resumed run reproduces an uninterrupted one bitwise on CPU.
 Per-step metrics stay on the device until a log, eval or checkpoint point; they are checked there, so a NaN or
-Inf loss stops training, naming its step, before any non-finite state is saved.
+Inf loss, gradient, update or parameter stops training, naming its step, before any non-finite state is saved
+(the checkpoints also refuse one).
 """
 
 from __future__ import annotations
@@ -16,28 +17,45 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from cnn.errors import NonFiniteLossError
+from cnn.errors import NonFiniteLossError, UserError
 from cnn.train.config import save_config
 from cnn.train.distributed import is_primary
 from cnn.train.experiment import plan_training
 from cnn.train.metrics import MetricWriter
+from cnn.train.steps import NONFINITE
+from cnn.train.workdir import WorkdirLock, check_resume_config, make_workdir
 
 
 def _mean_and_check(pending: list[tuple[int, dict]]) -> dict[str, float]:
-    """Fetch pending per-step metrics; raise on the first non-finite loss; return their means."""
+    """Fetch pending per-step metrics; raise on the first step with a non-finite loss, gradient, update or new
+    state; return their means."""
     host = jax.device_get([metrics for _, metrics in pending])
     for (step, _), metrics in zip(pending, host, strict=True):
         if not np.isfinite(metrics["loss"]):
             raise NonFiniteLossError(step, float(metrics["loss"]))
+        if metrics.pop(NONFINITE, 0.0):  # popped: a check, not a metric to log
+            state = f"not finite (loss {float(metrics['loss']):.4g}, grad_norm {float(metrics['grad_norm']):.4g})"
+            raise NonFiniteLossError(step, state, what="the gradients, updates or parameters are")
     return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return the final eval metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False) -> dict:
+    """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return the final eval metrics. The
+    workdir is locked meanwhile; a resume with a changed config needs ``allow_config_change`` (cnn/train/workdir.py)."""
+    make_workdir(workdir)
+    if not is_primary():  # process 0 holds the lock for all of them
+        return _train(config, workdir, allow_config_change)
+    with WorkdirLock(workdir):
+        return _train(config, workdir, allow_config_change)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool) -> dict:
     plan = plan_training(config, workdir)
     exp, task, durations, stream, checkpoints = (plan.experiment, plan.task, plan.durations, plan.train_stream,
                                                  plan.checkpoints)
     primary = is_primary()  # the one process that writes config.json, logs, metrics and the progress bar
+    if checkpoints.steps():
+        check_resume_config(config, workdir, allow_config_change)
     if primary:
         save_config(config, workdir)
         devices = jax.devices()
@@ -54,6 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     total = durations.total_steps
     bar = tqdm(total=total, initial=start, desc="train", unit="step", mininterval=1.0,
                disable=not primary, file=sys.stderr, dynamic_ncols=True)
+    done = start
     try:
         pending: list[tuple[int, dict]] = []
         interval_start, wait_start = time.perf_counter(), stream.wait_seconds
@@ -87,6 +106,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             interval_start, wait_start = time.perf_counter(), stream.wait_seconds
         if final is None:  # nothing left to train: report the restored state
             final, _ = exp.evaluate(state, plan.eval_split)
+    except KeyboardInterrupt:
+        checkpoints.wait()
+        kept = checkpoints.steps()
+        raise UserError(f"interrupted at step {done}; rerun the same command to resume"
+                        + (f" from the checkpoint at step {kept[-1]}" if kept else " (no checkpoint yet)")) from None
     finally:
         bar.close()
         checkpoints.wait()

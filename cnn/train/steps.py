@@ -36,6 +36,7 @@ from cnn.train.precision import Policy, all_finite
 from cnn.train.state import TrainState
 
 FULL_PRECISION = Policy()
+NONFINITE = "nonfinite"  # a metric: 1.0 when the step's gradients, updates or new state are not all finite
 
 
 def _apply(state: TrainState, params, model_state, inputs, policy: Policy, *, train: bool, rng=None):
@@ -113,6 +114,8 @@ def train_step(
     updated = state.apply_gradients(grads=grads, model_state=model_state)
     metrics.update(grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
     if loss_scale is None:
+        # The loss alone does not show a broken state: XLA:CPU computed finite logits from all-NaN parameters.
+        metrics[NONFINITE] = _nonfinite((grads, updated.params, updated.opt_state, updated.model_state))
         return updated, metrics
     finite = all_finite(grads)
 
@@ -129,7 +132,14 @@ def train_step(
     metrics.update(loss_scale=loss_scale.scale, skipped=1.0 - finite.astype(jnp.float32))
     new_state = updated.replace(params=params, opt_state=opt_state, model_state=model_state,
                                 loss_scale=loss_scale.update(finite))
+    metrics[NONFINITE] = _nonfinite((params, opt_state, model_state))  # a skipped gradient is not a broken state
     return new_state, metrics
+
+
+def _nonfinite(tree) -> jax.Array:
+    """1.0 when a float leaf of ``tree`` holds a NaN or Inf, else 0.0."""
+    floats = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return 1.0 - all_finite(floats).astype(jnp.float32)
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task, policy: Policy = FULL_PRECISION,
