@@ -130,6 +130,17 @@ def train_step(
     return new_state, metrics
 
 
+def predict_step(state: TrainState, inputs: jax.Array, *, policy: Policy = FULL_PRECISION) -> jax.Array:
+    """The model's outputs on ``inputs`` (inference mode)."""
+    return _apply(state, state.params, state.model_state, inputs, policy, train=False)[0]
+
+
+def outputs_eval_step(outputs: jax.Array, batch: dict[str, jax.Array], *,
+                      task: Task) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """``eval_step`` after the model: the sums and per-example outputs of given ``outputs``."""
+    return task.eval_sums(outputs, batch), task.eval_examples(outputs, batch)
+
+
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task,
               policy: Policy = FULL_PRECISION) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     """``task``'s sums over the real examples of a (possibly padded) batch, and its per-example outputs."""
