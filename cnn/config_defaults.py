@@ -35,6 +35,7 @@ def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
         "path": config_dict.placeholder(str),  # image_folder and numpy sources
         "image_size": (32, 32),  # image_folder: every image is resized to this
         "channels": 3,  # image_folder: 3 (RGB) or 1 (grayscale)
+        "weight_map": False,  # isbi2012_em: carry U-Net's loss weight map with every slice (cnn/data/isbi.py)
         # digit_canvases (cnn/data/canvas.py): how many canvases per split, digits per canvas, their sizes
         "generator": {"train_examples": 2000, "test_examples": 500, "num_digits": (2, 3), "scale": (1.0, 1.5),
                       "seed": 0},
@@ -53,7 +54,11 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
         "seed": 0,
         "dataset": dataset_config(dataset),
         "task": {"name": "classification",  # cnn.tasks: what a batch holds, the loss, the metrics, the report
-                 "ignore_label": config_dict.placeholder(int)},  # segmentation: a label never learned nor counted
+                 "ignore_label": config_dict.placeholder(int),  # segmentation: a label never learned nor counted
+                 "loss": "cross_entropy",  # segmentation: "cross_entropy" (per pixel) or "dice" (soft Dice)
+                 "rand_error": False,  # segmentation: also the ISBI adapted Rand error (needs every prediction)
+                 # segmentation: evaluate by overlap-tile inference with input tiles of this size (cnn/models/tiling.py)
+                 "eval_tile_size": config_dict.placeholder(int)},
         "model": {"name": model},  # every other key here is a field of the model
         "optimizer": {"name": "momentum", "learning_rate": 0.1, "momentum": 0.9, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
                       "weight_decay": 5e-4, "grad_clip_norm": 0.0,

@@ -58,8 +58,7 @@ class TrainStream:
     def batch(self, step: int) -> dict[str, np.ndarray]:
         idx = self.indices(step)
         rand = BatchRandom((self.seed, step), self.global_batch, self._local)
-        images, labels = self.split.gather(idx)
-        return self.preprocess.batch({"image": images, "label": labels}, rand)
+        return self.preprocess.batch(self.split.batch(idx), rand)
 
     def iterate(self, start_step: int, end_step: int, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
         """Batches for steps ``start_step .. end_step - 1``, prepared ``prefetch`` ahead on a background thread."""
@@ -114,6 +113,6 @@ def eval_batches(
     for start in range(0, len(split), global_batch):
         idx = np.arange(start, start + global_batch)
         real = idx < len(split)
-        images, labels = split.gather(np.where(real, idx, 0)[local])
-        batch = preprocess.batch({"image": images, "label": labels}, BatchRandom((0, start), global_batch, local))
+        rand = BatchRandom((0, start), global_batch, local)
+        batch = preprocess.batch(split.batch(np.where(real, idx, 0)[local]), rand)
         yield {**batch, "mask": real[local].astype(np.float32)}

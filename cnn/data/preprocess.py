@@ -16,6 +16,13 @@ on how many processes share it, and a resumed run sees the same augmentations. A
 | ``flip_lr(p=0.5)``, ``flip_ud(p=0.5)`` | mirror with probability p |
 | ``pad(n)`` | zero-pad every spatial axis by n on both sides |
 | ``resize(size)`` | bilinear resize of the spatial axes |
+| ``mirror_pad(n)`` | pad every spatial axis by n on both sides with the mirror image (U-Net's missing context) |
+| ``rot90`` | rotate (2D, square) by k·90°, k uniform in 0..3 |
+| ``elastic(sigma=10, grid=3)`` | U-Net's elastic deformation (:mod:`cnn.data.elastic`): bicubic for the images |
+
+U-Net's training augmentation of a 512² slice into 572² input tiles whose 388² centre is labelled:
+``"decode|rot90|flip_lr|elastic|mirror_pad(92)|random_crop(572)|normalize"``. In the spatial ops that resample
+(``resize``, ``elastic``) integer maps (labels) are sampled by nearest neighbour, float maps (weights) linearly.
 """
 
 from __future__ import annotations
@@ -53,6 +60,10 @@ class BatchRandom:
 
     def uniform(self) -> np.ndarray:
         return self.rng.random(self.global_batch)[self.local]
+
+    def generators(self) -> list[np.random.Generator]:
+        """A generator per example, for ops that draw many values per example."""
+        return [np.random.default_rng(s) for s in self.rng.integers(0, 2**63 - 1, size=self.global_batch)[self.local]]
 
 
 def _as_tuple(size, ndim: int) -> tuple[int, ...]:
@@ -152,6 +163,48 @@ def _resize(spec: DatasetSpec, size) -> Op:
         return resized if method == "bilinear" else resized.astype(x.dtype)
 
     return Op(spatial=lambda x, maps, rand: (resize(x, "bilinear"), [resize(m, "nearest") for m in maps]))
+
+
+@OPS.register("mirror_pad")
+def _mirror_pad(spec: DatasetSpec, n: int) -> Op:
+    """Mirror padding (``numpy.pad`` mode ``reflect``) of the images and the maps alike."""
+    return Op(spatial=_each(lambda x: np.pad(x, [(0, 0)] + [(n, n)] * (x.ndim - 2) + [(0, 0)], mode="reflect")))
+
+
+def _square_2d(x: np.ndarray, op: str) -> None:
+    if x.ndim != 4 or x.shape[1] != x.shape[2]:
+        raise ConfigError(f"{op}: needs square 2D images (n, size, size, channels), got {x.shape}")
+
+
+@OPS.register("rot90")
+def _rot90(spec: DatasetSpec) -> Op:
+    def rotate(x, maps, rand):
+        _square_2d(x, "rot90")
+        turns = rand.integers(0, 4)
+
+        def apply(a):
+            return np.stack([np.rot90(e, k, axes=(0, 1)) for e, k in zip(a, turns, strict=True)])
+
+        return apply(x), [apply(m) for m in maps]
+
+    return Op(spatial=rotate)
+
+
+@OPS.register("elastic")
+def _elastic(spec: DatasetSpec, sigma: float = 10.0, grid: int = 3) -> Op:
+    from cnn.data.elastic import elastic_displacement, warp
+
+    def deform(x, maps, rand):
+        if x.ndim != 4:
+            raise ConfigError(f"elastic: needs 2D images (n, height, width, channels), got {x.shape}")
+        fields = [elastic_displacement(g, x.shape[1:3], sigma=sigma, grid=grid) for g in rand.generators()]
+
+        def apply(a, order):
+            return np.stack([warp(e, f, order) for e, f in zip(a, fields, strict=True)])
+
+        return apply(x, 3), [apply(m, 0 if np.issubdtype(m.dtype, np.integer) else 1) for m in maps]
+
+    return Op(spatial=deform)
 
 
 def _parse_op(text: str) -> tuple[str, tuple, dict]:

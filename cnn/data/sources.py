@@ -3,8 +3,8 @@
 ``config.dataset.name`` picks a source from ``DATASETS``; ``make_source(config.dataset)`` returns an object with a
 ``spec`` and ``load(split)``: an :class:`ArraySplit` (the split in host memory) or, for a split larger than
 ``MAX_IN_MEMORY_BYTES`` or when ``dataset.streaming`` is true, a :class:`cnn.data.streaming.StreamingSplit` that reads
-and decodes examples on demand. Both answer ``len(split)`` and ``split.gather(indices) -> (images, labels)``;
-batching is done by :mod:`cnn.data.pipeline`.
+and decodes examples on demand. Both answer ``len(split)``, ``split.gather(indices) -> (images, labels)`` and
+``split.batch(indices) -> {"image", "label"[, "weight"]}``; batching is done by :mod:`cnn.data.pipeline`.
 
 * TFDS datasets (``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``) are prepared once in
   ``dataset.data_dir`` (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``) from ``dataset.manual_dir`` when
@@ -59,20 +59,29 @@ class DatasetSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ArraySplit:
-    """One split in memory: ``images (N, *spatial, channels)`` and integer ``labels (N,)``."""
+    """One split in memory: ``images (N, *spatial, channels)`` and integer ``labels (N,)`` (or per-pixel label maps
+    ``(N, *spatial)``), and optionally a per-pixel loss ``weight (N, *spatial)`` (U-Net's weight map)."""
 
     images: np.ndarray
     labels: np.ndarray
+    weight: np.ndarray | None = None
 
     def __post_init__(self):
         if len(self.images) != len(self.labels):
             raise UserError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.weight is not None and self.weight.shape != self.labels.shape:
+            raise UserError(f"weight map of shape {self.weight.shape} for label maps of shape {self.labels.shape}")
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.images[indices], self.labels[indices]
+
+    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The batch at ``indices``: ``image``, ``label`` and, when the split has one, ``weight``."""
+        batch = {"image": self.images[indices], "label": self.labels[indices]}
+        return batch if self.weight is None else {**batch, "weight": self.weight[indices]}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,6 +72,10 @@ class StreamingSplit:
     def _read_many(self, indices: np.ndarray) -> list[tuple[np.ndarray, int]]:
         return [self.read(int(i)) for i in indices]
 
+    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        images, labels = self.gather(indices)
+        return {"image": images, "label": labels}
+
     def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The images ``(len(indices), *image_shape)`` and labels at ``indices``, in that order."""
         if self._pool is None:

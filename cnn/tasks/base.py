@@ -80,6 +80,9 @@ class Task:
             raise ConfigError(f"task {self.name!r} learns from {self.data_kind} datasets, but dataset "
                               f"{config.dataset.name!r} holds {spec.kind} data; choose a task for it "
                               f"(config.task.name) or another dataset")
+        if config.dataset.get("weight_map") and self.data_kind != "dense":
+            raise ConfigError(f"config.dataset.weight_map is set, but task {self.name!r} has no per-pixel label maps "
+                              "to weigh; use it with the segmentation task (or set it to false)")
         self.config, self.spec = config, spec
 
     # --- data ---

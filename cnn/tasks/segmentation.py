@@ -6,11 +6,15 @@ smaller than its input (an unpadded network, e.g. U-Net's valid convolutions) is
 label map, cropped to the output's size. Pixels whose label is ``config.task.ignore_label`` are neither learned nor
 counted.
 
-Loss: ``sum_x w(x) · (-log softmax(z(x))[y(x)]) / |{x : y(x) not ignored}|`` with ``w = 1`` without a weight map.
+Loss (``config.task.loss``): ``"cross_entropy"``, ``sum_x w(x) · (-log softmax(z(x))[y(x)]) / |{x : y(x) not
+ignored}|`` with ``w = 1`` without a weight map; or ``"dice"``, the soft Dice loss over the batch's counted pixels
+(``cnn.tasks.segmentation_metrics.soft_dice_loss``; it has no per-pixel weight).
 Evaluation, exact over a split, from the confusion matrix ``C[true, predicted]`` of the counted pixels: pixel
-accuracy ``trace(C) / sum(C)``; per class ``IoU_k = C_kk / (sum_j C_kj + sum_j C_jk - C_kk)`` and
-``Dice_k = 2 C_kk / (sum_j C_kj + sum_j C_jk)``, and their means over the classes that occur (in the truth or the
-prediction: a class absent from both has no IoU); the loss, unweighted, per counted pixel.
+accuracy ``trace(C) / sum(C)`` and pixel error ``1 -`` it; per class ``IoU_k = C_kk / (sum_j C_kj + sum_j C_jk -
+C_kk)`` and ``Dice_k = 2 C_kk / (sum_j C_kj + sum_j C_jk)``, and their means over the classes that occur (in the
+truth or the prediction: a class absent from both has no IoU); the cross-entropy, unweighted, per counted pixel.
+With ``config.task.rand_error`` (two classes, 1 = cell): the ISBI challenge's adapted Rand error of the split, from
+every predicted map (``AdaptedRandError`` over the 4-connected cell segments of prediction and truth).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from cnn.errors import ConfigError
 from cnn.tasks.base import Accumulator, Batch, Task, check_labels, raise_batch_error
 from cnn.tasks.classification import cross_entropy
 from cnn.tasks.report import plot_segmentation
+from cnn.tasks.segmentation_metrics import AdaptedRandError, segments_from_binary, soft_dice_loss
+
+LOSSES = ("cross_entropy", "dice")
 
 
 def center_crop_to(x: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
@@ -37,8 +44,8 @@ def center_crop_to(x: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
 class Segmentation(Task):
     name = "segmentation"
     data_kind = "dense"
-    metrics: ClassVar[dict[str, str]] = {"mean_iou": "max", "pixel_accuracy": "max", "mean_dice": "max",
-                                         "loss": "min"}
+    metrics: ClassVar[dict[str, str]] = {"mean_iou": "max", "pixel_accuracy": "max", "pixel_error": "min",
+                                         "mean_dice": "max", "loss": "min"}
     progress_metric = "pixel_accuracy"
     report_examples = 4
 
@@ -49,6 +56,19 @@ class Segmentation(Task):
         if self.ignore_label is not None and 0 <= self.ignore_label < self.num_classes:
             raise ConfigError(f"config.task.ignore_label={self.ignore_label} is one of the {self.num_classes} classes; "
                          "use a value outside 0..num_classes - 1 (e.g. 255 or -1)")
+        self.loss_name = config.task.get("loss") or "cross_entropy"
+        if self.loss_name not in LOSSES:
+            raise ConfigError(f"config.task.loss={self.loss_name!r}: choose from {list(LOSSES)}")
+        if self.loss_name == "dice" and config.dataset.get("weight_map"):
+            raise ConfigError("config.task.loss='dice' has no per-pixel weight: set config.dataset.weight_map=false "
+                              "or use config.task.loss='cross_entropy'")
+        self.rand_error = bool(config.task.get("rand_error"))
+        if self.rand_error:
+            if self.num_classes != 2:
+                raise ConfigError(f"config.task.rand_error needs two classes (0 membrane, 1 cell); dataset "
+                                  f"{config.dataset.name!r} has {self.num_classes}")
+            self.needs_examples = True
+            self.metrics = {**self.metrics, "rand_error": "min"}
 
     def sample_batch(self) -> Batch:
         return {"image": np.zeros((1, *self.spec.image_shape), np.uint8),
@@ -83,10 +103,12 @@ class Segmentation(Task):
         weights = counted
         if "weight" in batch:
             weights = weights * center_crop_to(batch["weight"], outputs.shape[1:-1])
-        losses = cross_entropy(outputs, labels)
         pixels = jnp.maximum(jnp.sum(counted), 1.0)
         correct = jnp.sum((jnp.argmax(outputs, -1) == labels) * counted)
-        loss = jnp.sum(losses * weights) / pixels
+        if self.loss_name == "dice":
+            loss = soft_dice_loss(outputs, labels, counted)
+        else:
+            loss = jnp.sum(cross_entropy(outputs, labels) * weights) / pixels
         return loss, {"loss": loss, "pixel_accuracy": correct / pixels}
 
     def eval_sums(self, outputs, batch):
@@ -109,9 +131,17 @@ class Segmentation(Task):
         iou = np.where(occurs, hits / np.maximum(union, 1), np.nan)
         dice = np.where(occurs, 2 * hits / np.maximum(true + predicted, 1), np.nan)
         pixels = int(confusion.sum())
+        extra = {}
+        if self.rand_error:
+            examples, rand = totals.stacked(), AdaptedRandError()
+            for pred, label in zip(examples["pred"], examples["label"], strict=True):
+                rand.update(segments_from_binary(pred), segments_from_binary(label))
+            extra["rand_error"] = rand.result()["rand_error"]
         return {
+            **extra,
             "mean_iou": float(iou[occurs].mean()),
             "pixel_accuracy": float(hits.sum()) / pixels,
+            "pixel_error": 1.0 - float(hits.sum()) / pixels,
             "mean_dice": float(dice[occurs].mean()),
             "loss": float(totals.sums["loss_sum"]) / pixels,
             "count": round(float(totals.sums["images"])),

@@ -6,12 +6,18 @@ log intervals), the train stream, the eval batches, the checkpoints and the :cla
 then only iterates, and evaluation restores without a schedule.
 
 The :class:`Experiment` holds what the config builds for the devices: the model, the optimizer, the device mesh and
-the compiled train and eval steps. Data parallel over every device through a ``jax.sharding.Mesh`` with one axis,
-``data``: batches are sharded along it (a task whose batch is one graph replicates it), parameters and optimizer
-state replicated. ``jit`` inserts the gradient all-reduce, and BatchNorm statistics are computed over the global
-batch, so N devices compute what one device would on the same batch. With ``optimizer.grad_accum_steps = k`` each
-of the k microbatches is sharded the same way (``cnn.train.steps``). The step computes in ``config.dtype``
-(``cnn.train.precision``); the state it updates is float32.
+the compiled train and eval steps. With ``config.task.eval_tile_size`` set (a segmentation network whose output is
+smaller than its input, the valid U-Net) evaluation predicts each image by overlap-tile inference
+(``cnn.models.tiling``: mirrored borders, input tiles of that size, their output tiles stitched into a map the size
+of the image) and then computes the task's sums on the stitched logits; the model is initialized on one tile. This
+runs in one process (the tiles are cut on the host).
+
+Data parallel over every device through a ``jax.sharding.Mesh`` with one axis, ``data``: batches are sharded along
+it (a task whose batch is one graph replicates it), parameters and optimizer state replicated. ``jit`` inserts the
+gradient all-reduce, and BatchNorm statistics are computed over the global batch, so N devices compute what one
+device would on the same batch. With ``optimizer.grad_accum_steps = k`` each of the k microbatches is sharded the
+same way (``cnn.train.steps``). The step computes in ``config.dtype`` (``cnn.train.precision``); the state it
+updates is float32.
 """
 
 from __future__ import annotations
@@ -33,13 +39,14 @@ from jax.sharding import PartitionSpec as P
 from cnn.data import BatchRandom, DatasetSpec, build_preprocess, make_source
 from cnn.errors import ConfigError
 from cnn.models import create
+from cnn.models.tiling import overlap_tile_predict
 from cnn.tasks import Accumulator, Task, make_task
 from cnn.train.checkpoint import Checkpoints, open_checkpoints
 from cnn.train.config import model_overrides, steps_of, validate
 from cnn.train.optim import make_optimizer, make_schedule
 from cnn.train.precision import LossScale, policy_of
 from cnn.train.state import TrainState, abstract_train_state, create_train_state
-from cnn.train.steps import eval_step, train_step
+from cnn.train.steps import eval_step, outputs_eval_step, predict_step, train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +95,13 @@ class Experiment:
         if self.task.preprocessed:
             sample = self.eval_preprocess.batch(sample, BatchRandom((config.seed, 0), 1))
         self.sample_input = self.task.sample_input(sample)
+        self.eval_tile_size = config.task.get("eval_tile_size")
+        if self.eval_tile_size:
+            if jax.process_count() > 1:
+                raise ConfigError("config.task.eval_tile_size: overlap-tile evaluation runs in one process; unset it "
+                                  f"for this {jax.process_count()}-process run")
+            shape = self.sample_input.shape
+            self.sample_input = np.zeros((1, *(self.eval_tile_size,) * (len(shape) - 2), shape[-1]), np.float32)
 
         self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
@@ -146,9 +160,21 @@ class Experiment:
 
     @functools.cached_property
     def eval_step(self):
-        step = functools.partial(eval_step, task=self.task, policy=self.policy, apply_fn=self.eval_model.apply)
-        return jax.jit(step, in_shardings=(self.replicated, self.data_sharding),
-                       out_shardings=(self.replicated, self.data_sharding))
+        """``(state, batch) -> (sums, examples)``; by overlap-tile inference with ``config.task.eval_tile_size``."""
+        if not self.eval_tile_size:
+            step = functools.partial(eval_step, task=self.task, policy=self.policy, apply_fn=self.eval_model.apply)
+            return jax.jit(step, in_shardings=(self.replicated, self.data_sharding),
+                           out_shardings=(self.replicated, self.data_sharding))
+        predict = jax.jit(functools.partial(predict_step, policy=self.policy))
+        after = jax.jit(functools.partial(outputs_eval_step, task=self.task))
+
+        def tiled(state, batch):
+            images = np.asarray(self.task.model_input(batch))
+            logits = overlap_tile_predict(lambda tiles: predict(state, tiles), images, self.eval_tile_size,
+                                          batch_size=self.eval_batch_size)
+            return after(logits, batch)
+
+        return tiled
 
     def to_device(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """Assemble the global batch from every process's local part (a replicated batch: every process's copy)."""

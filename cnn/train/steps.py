@@ -142,11 +142,21 @@ def _nonfinite(tree) -> jax.Array:
     return 1.0 - all_finite(floats).astype(jnp.float32)
 
 
+def predict_step(state: TrainState, inputs: jax.Array, *, policy: Policy = FULL_PRECISION) -> jax.Array:
+    """The model's outputs on ``inputs`` (inference mode)."""
+    return _apply(state, state.params, state.model_state, inputs, policy, train=False)[0]
+
+
+def outputs_eval_step(outputs: jax.Array, batch: dict[str, jax.Array], *,
+                      task: Task) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """``eval_step`` after the model: the sums and per-example outputs of given ``outputs``."""
+    return task.eval_sums(outputs, batch), task.eval_examples(outputs, batch)
+
+
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, task: Task, policy: Policy = FULL_PRECISION,
               apply_fn: Callable | None = None) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     """``task``'s sums over the real examples of a (possibly padded) batch, and its per-example outputs;
     ``apply_fn`` (default the state's): the network evaluation runs, on the same variables (``Task.eval_model``)."""
     if apply_fn is not None:
         state = state.replace(apply_fn=apply_fn)
-    outputs, _ = _apply(state, state.params, state.model_state, task.model_input(batch), policy, train=False)
-    return task.eval_sums(outputs, batch), task.eval_examples(outputs, batch)
+    return outputs_eval_step(predict_step(state, task.model_input(batch), policy=policy), batch, task=task)
