@@ -180,7 +180,13 @@ def _read_legacy(path: Path) -> dict[str, np.ndarray]:
                 raise UserError(f"{path}: storage {key} is listed but no tensor names it")
             numel = int.from_bytes(file.read(8), "little")
             raw[storage.key] = _elements(file.read(numel * storage.dtype.itemsize), storage, "<")
-    return _materialize(tree, lambda storage: raw[storage.key])
+
+    def read(storage: _Storage) -> np.ndarray:
+        if storage.key not in raw:
+            raise UserError(f"{path}: storage {storage.key} is not among the file's storages")
+        return raw[storage.key]
+
+    return _materialize(tree, read)
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:

@@ -4,10 +4,13 @@ safetensors wrote, and the restricted unpickler against pickles that run code.""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import subprocess
+import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -103,3 +106,32 @@ def test_every_missing_left_over_or_misshapen_tensor_is_one_line():
         "tensor gives (2, 3, 64, 64)",
         "variable batch_stats/stage2_block1/proj_bn/var (128,): no tensor fills it",
     ])
+
+
+def test_a_tensor_that_reads_past_its_storage_is_refused(tmp_path, monkeypatch):
+    """A ``.pth`` pickled as torch does (stand-ins for ``torch.FloatStorage`` and ``_rebuild_tensor_v2``, so that
+    pickle writes their names) whose 4×4 tensor views a storage of 4 elements."""
+    fake_torch, fake_utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+    storage_type = type("FloatStorage", (), {"__module__": "torch"})
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called while pickling")
+
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+    fake_torch.FloatStorage, fake_utils._rebuild_tensor_v2 = storage_type, _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", fake_utils)
+    storage = object()
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", storage_type, "0", "cpu", 4) if obj is storage else None
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump({"w": _Payload(_rebuild_tensor_v2, storage, 0, (4, 4), (4, 1), False, {})})
+    path = tmp_path / "overread.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("overread/data.pkl", buffer.getvalue())
+        archive.writestr("overread/data/0", np.arange(4, dtype="<f4").tobytes())
+    with pytest.raises(UserError, match=r"tensor 'w' reads past the end of its storage \(16 > 4 elements\)"):
+        read_state_dict(path)
