@@ -5,16 +5,23 @@ reads and that ``train.py`` fine-tunes with a new head."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
+import optax
+import pytest
 from PIL import Image
 
+from cnn import models
 from cnn.tools.import_weights import import_weights
+from cnn.train.checkpoint import merge_pretrained
 from cnn.train.config import load_config_file
 from cnn.train.evaluate import evaluate_checkpoints
+from cnn.train.state import create_train_state
 from tests.harness.conftest import restore_params
 from tests.models.test_torchvision_weights import _fixture
 from tests.models.torchvision_reference import deterministic_state
@@ -41,32 +48,58 @@ def write_folder(root: Path, classes: int) -> None:
                 Image.new("RGB", (32, 32), (40 + 60 * label + i,) * 3).save(root / split / f"c{label}" / f"{i}.png")
 
 
-def test_import_evaluate_and_fine_tune_with_a_new_head(tmp_path):
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """resnet18 weights with a 2-class head, imported with a config on a 2-class image folder."""
+    tmp_path = tmp_path_factory.mktemp("import")
     shapes, _ = _fixture("resnet18")
-    shapes |= {"fc.weight": (2, 512), "fc.bias": (2,)}  # the 2 classes of the folder it is evaluated on
-    state = {key: value.astype(np.float32) for key, value in deterministic_state(shapes).items()
+    shapes |= {"fc.weight": (2, 512), "fc.bias": (2,)}
+    state = {key: value for key, value in deterministic_state(shapes).items()
              if not key.endswith("num_batches_tracked")}
     write_safetensors(tmp_path / "resnet18.safetensors", state)
     write_folder(tmp_path / "two", 2)
     config = load_config_file(str(ROOT / "configs/finetune_folder.py:runlocal"))
     config.dataset.path = str(tmp_path / "two")
     import_weights("resnet18", str(tmp_path / "resnet18.safetensors"), config, str(tmp_path / "imported"))
+    return tmp_path / "imported", state
 
-    stored = restore_params(tmp_path / "imported", 0)
+
+@pytest.mark.slow  # 25 s on the 2 shared cores: resnet18's initialization compiles
+def test_import_writes_the_weights_as_a_checkpoint(imported):
+    workdir, state = imported
+    stored = restore_params(workdir, 0)
     np.testing.assert_array_equal(stored["params"]["stem_conv"]["kernel"], state["conv1.weight"].transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(stored["params"]["head"]["kernel"], state["fc.weight"].T)
     np.testing.assert_array_equal(stored["model_state"]["batch_stats"]["stage4_block2"]["bn2"]["var"],
                                   state["layer4.1.bn2.running_var"])
-    assert evaluate_checkpoints(str(tmp_path / "imported"))[-1]["count"] == 4
+    assert (workdir / "config.json").is_file()
 
+
+@pytest.mark.slow  # 2 min on the 2 shared cores: resnet18's evaluation and training steps compile
+def test_evaluate_and_fine_tune_with_a_new_head(imported, tmp_path):
+    workdir, _ = imported
+    assert evaluate_checkpoints(str(workdir))[-1]["count"] == 4
     write_folder(tmp_path / "three", 3)
     result = subprocess.run(
         [sys.executable, "train.py", "--config=configs/finetune_folder.py:runlocal", f"--workdir={tmp_path / 'run'}",
-         f"--config.dataset.path={tmp_path / 'three'}", f"--config.init_from={tmp_path / 'imported'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+         f"--config.dataset.path={tmp_path / 'three'}", f"--config.init_from={workdir}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "except head/bias, head/kernel (not there, or another shape)" in result.stderr
     tuned = restore_params(tmp_path / "run", 2)["params"]
     assert tuned["head"]["kernel"].shape == (512, 3)
-    imported = stored["params"]["stage3_block1"]["conv1"]["kernel"]
-    assert np.corrcoef(np.ravel(tuned["stage3_block1"]["conv1"]["kernel"]), np.ravel(imported))[0, 1] > 0.99
+    imported_kernel = restore_params(workdir, 0)["params"]["stage3_block1"]["conv1"]["kernel"]
+    assert np.corrcoef(np.ravel(tuned["stage3_block1"]["conv1"]["kernel"]), np.ravel(imported_kernel))[0, 1] > 0.99
+
+
+def test_pretrained_arrays_that_fit_are_taken_and_the_new_head_is_named(caplog):
+    model = models.create("small_cnn", num_classes=3, width=4)
+    state = create_train_state(model, optax.sgd(0.1), (1, 8, 8, 1), seed=0)
+    source = models.create("small_cnn", num_classes=5, width=4).init(jax.random.PRNGKey(1), np.zeros((1, 8, 8, 1)))
+    with caplog.at_level(logging.WARNING):
+        merged = merge_pretrained(state, source["params"], {"batch_stats": source["batch_stats"]}, "pretrained/")
+    for name, value in merged.params.items():
+        expected = state.params[name] if name == "Dense_0" else source["params"][name]  # Dense_0: its head
+        for leaf, array in value.items():
+            np.testing.assert_array_equal(array, expected[leaf], err_msg=f"{name}/{leaf}")
+    assert "initialized from pretrained/ except Dense_0/bias, Dense_0/kernel (not there" in caplog.text
