@@ -52,6 +52,7 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     """Every key the trainer reads, at defaults; an experiment file changes what differs from them."""
     return ml_collections.ConfigDict({
         "seed": 0,
+        "init_from": config_dict.placeholder(str),  # a workdir (a run, or cnn.tools.import_weights) to start from
         "dataset": dataset_config(dataset),
         "task": {"name": "classification",  # cnn.tasks: what a batch holds, the loss, the metrics, the report
                  "ignore_label": config_dict.placeholder(int),  # segmentation: a label never learned nor counted

@@ -43,19 +43,23 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only :data:`ALLOWED_GLOBALS`."""
+    """``pickle.Unpickler`` that resolves only the globals in ``allowed`` (:data:`ALLOWED_GLOBALS`; a subclass for
+    another kind of file names its own table and says what it ``admits``)."""
+
+    allowed: dict[tuple[str, str], Any] = ALLOWED_GLOBALS
+    admits: str = "numpy arrays, scipy sparse matrices, builtin containers"
 
     def find_class(self, module: str, name: str) -> Any:
         # pickle translates Python 2 names inside the default find_class, which this override replaces.
         python3_module, python3_name = _compat_pickle.NAME_MAPPING.get(
             (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
         try:
-            return ALLOWED_GLOBALS[python3_module, python3_name]
+            return self.allowed[python3_module, python3_name]
         except KeyError:
             python3 = f" (Python 3: {python3_module}.{python3_name})" if python3_module != module else ""
             raise pickle.UnpicklingError(
-                f"refused global {module}.{name}{python3}: not one of the {len(ALLOWED_GLOBALS)} globals that "
-                "cnn.data.safe_pickle admits (numpy arrays, scipy sparse matrices, builtin containers)") from None
+                f"refused global {module}.{name}{python3}: not one of the {len(self.allowed)} globals that "
+                f"{type(self).__name__} admits ({self.admits})") from None
 
 
 def load(file: IO[bytes], *, encoding: str = "latin1") -> Any:

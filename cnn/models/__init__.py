@@ -21,6 +21,7 @@ from cnn.models.mnist1d import Mnist1dCNN
 from cnn.models.resnet import BasicBlock, BottleneckBlock, CifarResNet, ResNet, WindowResNet
 from cnn.models.resnet3d import ResNet3d
 from cnn.models.small_cnn import SmallCNN
+from cnn.models.torchvision import load_torchvision as load_torchvision  # cnn.models.load_torchvision
 from cnn.models.unet import UNet, UNet3D
 from cnn.models.vgg import VGG
 from cnn.registry import Registry

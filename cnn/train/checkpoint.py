@@ -268,3 +268,49 @@ def open_checkpoints(config: ml_collections.ConfigDict, workdir: str, read_only:
         read_only=read_only,
     )
 
+
+
+def merge_pretrained(state, params: dict, model_state: dict, source: str):
+    """``state`` with every parameter and model-state array (BatchNorm statistics) of ``params``/``model_state``
+    whose path and shape agree; the others (a head for another class count) keep their initialization and are
+    logged by name. A pretrained model that shares no array with ``state`` is an error naming ``source``."""
+    kept, fresh = [], []
+
+    def take(path, leaf, pretrained):
+        node = pretrained
+        for key in path:
+            node = node.get(getattr(key, "key", None)) if isinstance(node, dict) else None
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
+        if node is None or tuple(node.shape) != tuple(leaf.shape):
+            fresh.append(name)
+            return leaf
+        kept.append(name)
+        return jax.device_put(jax.numpy.asarray(node, leaf.dtype), leaf.sharding)
+
+    params = jax.tree_util.tree_map_with_path(lambda p, leaf: take(p, leaf, params), state.params)
+    model_state = jax.tree_util.tree_map_with_path(lambda p, leaf: take(p, leaf, model_state), state.model_state)
+    if not kept:
+        raise UserError(f"{source}: none of its arrays fits the model the config builds (another model?)")
+    if fresh and is_primary():
+        log.warning("initialized from %s except %s (not there, or another shape): trained from scratch", source,
+                    ", ".join(fresh))
+    return state.replace(params=params, model_state=model_state)
+
+
+def init_from(state, workdir: str):
+    """``state`` started from the newest checkpoint of the run (or imported weights) in ``workdir``
+    (``config.init_from``): its parameters and model state where they fit (:func:`merge_pretrained`), not its step
+    or optimizer state."""
+    steps = sorted(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints")) if name.isdigit()) \
+        if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
+    if not steps:
+        raise UserError(f"config.init_from={workdir!r}: no checkpoint in {workdir}/checkpoints")
+    path = os.path.join(os.path.abspath(workdir), "checkpoints", str(steps[-1]), "default")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    with ocp.StandardCheckpointer() as checkpointer:  # as stored, whatever model it was written for
+        metadata = checkpointer.metadata(path)
+        metadata = getattr(metadata, "item_metadata", metadata)
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              getattr(metadata, "tree", metadata))
+        stored = checkpointer.restore(path, target)
+    return merge_pretrained(state, stored["params"], stored.get("model_state") or {}, f"{workdir} (step {steps[-1]})")

@@ -41,7 +41,7 @@ from cnn.errors import ConfigError
 from cnn.models import create
 from cnn.models.tiling import overlap_tile_predict
 from cnn.tasks import Accumulator, Task, make_task
-from cnn.train.checkpoint import Checkpoints, open_checkpoints
+from cnn.train.checkpoint import Checkpoints, init_from, open_checkpoints
 from cnn.train.config import model_overrides, steps_of, validate
 from cnn.train.optim import make_optimizer, make_schedule
 from cnn.train.precision import LossScale, policy_of
@@ -132,7 +132,8 @@ class Experiment:
     def init_state(self) -> TrainState:
         # One compiled program: initializing op by op compiles dozens of small ones (seconds at every launch).
         create = functools.partial(create_train_state, self.model, self.tx, self.sample_input, self.config.seed)
-        return jax.jit(create, out_shardings=self.replicated)(self._loss_scale())
+        state = jax.jit(create, out_shardings=self.replicated)(self._loss_scale())
+        return init_from(state, self.config.init_from) if self.config.get("init_from") else state
 
     def abstract_state(self) -> TrainState:
         return jax.tree.map(
