@@ -16,6 +16,8 @@ on how many processes share it, and a resumed run sees the same augmentations. A
 | ``flip_lr(p=0.5)``, ``flip_ud(p=0.5)`` | mirror with probability p |
 | ``pad(n)`` | zero-pad every spatial axis by n on both sides |
 | ``resize(size)`` | bilinear resize of the spatial axes |
+| ``log_mel(n_fft=256, hop_length=128, n_mels=40)`` | waveforms ``(n, samples, 1)`` to log-mel spectrograms |
+|  | ``(n, n_mels, frames, 1)`` in dB, 8 kHz (:func:`cnn.data.audio.log_mel_spectrogram`) |
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cnn.data.audio import HOP_LENGTH, N_FFT, N_MELS, log_mel_spectrogram
 from cnn.data.sources import TFDS_DATASETS, DatasetSpec
 from cnn.errors import ConfigError
 from cnn.registry import Registry
@@ -152,6 +155,19 @@ def _resize(spec: DatasetSpec, size) -> Op:
         return resized if method == "bilinear" else resized.astype(x.dtype)
 
     return Op(spatial=lambda x, maps, rand: (resize(x, "bilinear"), [resize(m, "nearest") for m in maps]))
+
+
+@OPS.register("log_mel")
+def _log_mel(spec: DatasetSpec, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, n_mels: int = N_MELS) -> Op:
+    """Computed in the input pipeline, per clip; the sample rate is FSDD's (8 kHz)."""
+
+    def spectrograms(x, rand):
+        if x.ndim != 3 or x.shape[-1] != 1:
+            raise ConfigError(f"log_mel: expected mono waveforms (batch, samples, 1), got shape {x.shape}")
+        return np.stack([log_mel_spectrogram(clip[:, 0], n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
+                         for clip in x])[..., None]
+
+    return Op(pixels=spectrograms)
 
 
 def _parse_op(text: str) -> tuple[str, tuple, dict]:
