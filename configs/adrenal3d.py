@@ -9,7 +9,7 @@ Command:   python train.py --config=configs/adrenal3d.py --workdir=runs/adrenal3
            checkpoint kept as best: the eval_<step>.json with the largest roc_auc)
 Hardware:  an accelerator. Not run here: on 2 CPU cores one step at 28³ takes seconds (3,700 steps at 28³).
 Result:    README "Results" (not yet run).
-Variant:   runlocal (a narrow network, 4 steps; used by the tests); joined by commas, e.g. :64,acs
+Variant:   runlocal (a narrow ResNet-10, 4 steps; used by the tests); joined by commas, e.g. :64,acs
 
 MedMNIST's protocol (github.com/MedMNIST/experiments, ``train_and_eval_pytorch.py``): Adam, learning rate 1e-3,
 100 epochs, the learning rate ×0.1 at epochs 50 and 75, batches of 32, the model evaluated on the validation split
@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if RUNLOCAL in options:
         runlocal(config, steps=4)
+        config.model.stage_sizes = (1, 1, 1, 1)
         config.model.width = 4
         config.batch_size = 4
         config.eval_batch_size = 40  # 98 = 2 × 40 + 18: the last batch is partial
