@@ -14,6 +14,7 @@ from tests.harness.conftest import ROOT, cli_env, run_cli
 SHARED = ROOT.parent / "shared" / "data"
 
 
+@pytest.mark.slow  # compiling the 3D network's steps: over 20 s of CPU (461 s wall on the loaded 2-core machine)
 @pytest.mark.skipif(not (SHARED / "medmnist3d").is_dir(), reason="needs ../shared/data/medmnist3d")
 def test_adrenal3d_runlocal_trains_and_reports_validation_auc(tmp_path, tfds_dir):
     workdir = tmp_path / "adrenal"
