@@ -36,9 +36,11 @@ def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
         "image_size": (32, 32),  # image_folder: every image is resized to this
         "channels": 3,  # image_folder: 3 (RGB) or 1 (grayscale)
         "weight_map": False,  # isbi2012_em: carry U-Net's loss weight map with every slice (cnn/data/isbi.py)
-        # digit_canvases (cnn/data/canvas.py): how many canvases per split, digits per canvas, their sizes
+        "clip_length": 8192,  # fsdd: samples per training clip (cnn/data/fsdd.py); evaluation sees whole clips
+        # digit_canvases (cnn/data/canvas.py): how many canvases per split, digits per canvas, their sizes;
+        # moving_digits (cnn/data/moving_digits.py): frames per clip
         "generator": {"train_examples": 2000, "test_examples": 500, "num_digits": (2, 3), "scale": (1.0, 1.5),
-                      "seed": 0},
+                      "seed": 0, "frames": 10},
         "train_split": "train",
         "eval_split": "test",
         "train_preprocess": "decode|normalize",

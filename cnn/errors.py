@@ -15,3 +15,8 @@ class NonFiniteLossError(UserError):
     def __init__(self, step: int, value: float, what: str = "loss is"):
         super().__init__(f"{what} {value} at step {step}; training stopped (the last checkpoint is intact)")
         self.step = step
+
+
+class InputShapeError(UserError, ValueError):
+    """A model was given an input it cannot take (a volume to a 2D model, a clip shorter than its receptive field):
+    the data or the model of the config is the wrong one. A ``ValueError`` too, for code that applies models."""

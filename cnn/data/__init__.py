@@ -1,7 +1,8 @@
 """Input pipelines: sources by name (:mod:`cnn.data.sources`), preprocessing ops (:mod:`cnn.data.preprocess`) and
 deterministic step-indexed batching (:mod:`cnn.data.pipeline`)."""
 
-from cnn.data import canvas, graphs, isbi, windows  # noqa: F401  (register the generated, graph and ISBI datasets)
+# Register the generated, audio, graph and ISBI datasets.
+from cnn.data import canvas, fsdd, graphs, isbi, moving_digits, windows  # noqa: F401
 from cnn.data.pipeline import TrainStream, eval_batches
 from cnn.data.preprocess import BatchRandom, build_preprocess
 from cnn.data.sources import DATASETS, ArraySplit, DatasetSpec, make_source

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cnn.data.sources import DATASETS, ArraySplit, DatasetSpec, check_split
 from cnn.errors import UserError
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
@@ -76,3 +77,36 @@ def make_clips(split: str, count: int, seed: int, *, frames: int = 10, size: int
         for t, (row, col) in enumerate(positions[i]):
             clips[i, t, row : row + DIGIT, col : col + DIGIT, 0] = images[digits[i]]
     return Clips(clips, labels, digits, positions)
+
+
+class MovingDigitsSource:
+    """Dataset ``moving_digits``: the clips of :func:`make_clips`, ``(frames, size, size, 1)`` uint8, labelled by the
+    direction of motion (4 classes). ``config.dataset.image_size`` is the square canvas ``(size, size)``;
+    ``config.dataset.generator`` holds ``train_examples``, ``test_examples``, ``frames`` and ``seed``;
+    ``config.dataset.manual_dir`` the MNIST idx files (default ``../shared/data/mnist``)."""
+
+    def __init__(self, image_size: tuple[int, int], generator: dict, root: str | None = None):
+        size = tuple(image_size)
+        if len(size) != 2 or size[0] != size[1]:
+            raise UserError(f"config.dataset.image_size must be a square canvas (size, size), got {size}")
+        self.size, self.options, self.root = size[0], dict(generator), Path(root) if root else MNIST_DIR
+        for key in ("train_examples", "test_examples", "frames"):
+            if not isinstance(self.options.get(key), int) or self.options[key] < 1:
+                raise UserError(f"config.dataset.generator.{key} must be a positive integer, got "
+                                f"{self.options.get(key)!r}")
+        self._splits: dict[str, ArraySplit] = {}  # each made once
+        pixels = self.load("train").images.astype(np.float64) / 255.0
+        self.spec = DatasetSpec(len(DIRECTIONS), (self.options["frames"], self.size, self.size, 1), 255.0,
+                                (round(float(pixels.mean()), 4),), (round(float(pixels.std()), 4),), ("train", "test"))
+
+    def load(self, split: str) -> ArraySplit:
+        check_split("moving_digits", split, tuple(IMAGE_FILES))
+        if split not in self._splits:
+            made = make_clips(split, self.options[f"{split}_examples"], self.options["seed"],
+                              frames=self.options["frames"], size=self.size, root=self.root)
+            self._splits[split] = ArraySplit(made.clips, made.labels)
+        return self._splits[split]
+
+
+DATASETS.register("moving_digits", lambda c: MovingDigitsSource(c.get("image_size") or (48, 48), c.get("generator"),
+                                                                c.get("manual_dir")))

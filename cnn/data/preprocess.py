@@ -19,6 +19,8 @@ on how many processes share it, and a resumed run sees the same augmentations. A
 | ``mirror_pad(n)`` | pad every spatial axis by n on both sides with the mirror image (U-Net's missing context) |
 | ``rot90`` | rotate (2D, square) by k·90°, k uniform in 0..3 |
 | ``elastic(sigma=10, grid=3)`` | U-Net's elastic deformation (:mod:`cnn.data.elastic`): bicubic for the images |
+| ``log_mel(n_fft=256, hop_length=128, n_mels=40)`` | waveforms ``(n, samples, 1)`` to log-mel spectrograms |
+|  | ``(n, n_mels, frames, 1)`` in dB, 8 kHz (:func:`cnn.data.audio.log_mel_spectrogram`) |
 
 U-Net's training augmentation of a 512² slice into 572² input tiles whose 388² centre is labelled:
 ``"decode|rot90|flip_lr|elastic|mirror_pad(92)|random_crop(572)|normalize"``. In the spatial ops that resample
@@ -33,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cnn.data.audio import HOP_LENGTH, N_FFT, N_MELS, log_mel_spectrogram
 from cnn.data.sources import TFDS_DATASETS, DatasetSpec
 from cnn.errors import ConfigError
 from cnn.registry import Registry
@@ -205,6 +208,19 @@ def _elastic(spec: DatasetSpec, sigma: float = 10.0, grid: int = 3) -> Op:
         return apply(x, 3), [apply(m, 0 if np.issubdtype(m.dtype, np.integer) else 1) for m in maps]
 
     return Op(spatial=deform)
+
+
+@OPS.register("log_mel")
+def _log_mel(spec: DatasetSpec, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, n_mels: int = N_MELS) -> Op:
+    """Computed in the input pipeline, per clip; the sample rate is FSDD's (8 kHz)."""
+
+    def spectrograms(x, rand):
+        if x.ndim != 3 or x.shape[-1] != 1:
+            raise ConfigError(f"log_mel: expected mono waveforms (batch, samples, 1), got shape {x.shape}")
+        return np.stack([log_mel_spectrogram(clip[:, 0], n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
+                         for clip in x])[..., None]
+
+    return Op(pixels=spectrograms)
 
 
 def _parse_op(text: str) -> tuple[str, tuple, dict]:

@@ -129,6 +129,9 @@ TFDS_DATASETS = {
     "adrenal_mnist3d": TfdsDataset("adrenal_mnist3d/28", DatasetSpec(2, (28, 28, 28, 1), 255.0, (0.0158,), (0.1247,),
                                                                      ("train", "validation", "test")), {},
                                    "https://medmnist.com"),
+    "adrenal_mnist3d_64": TfdsDataset("adrenal_mnist3d/64", DatasetSpec(2, (64, 64, 64, 1), 255.0, (0.0169,),
+                                                                        (0.1288,), ("train", "validation", "test")),
+                                      {}, "https://medmnist.com"),
     # Too large for host memory: streamed from ArrayRecord files, each image fitted to 256×256 as it is read.
     "imagenet2012": TfdsDataset("imagenet2012", DatasetSpec(1000, (256, 256, 3), 255.0, (0.485, 0.456, 0.406),
                                                             (0.229, 0.224, 0.225), ("train", "validation")),
@@ -254,6 +257,7 @@ class TfdsSource:
         batches = list(tfds.as_numpy(dataset.batch(8192)))
         images = np.concatenate([images for images, _ in batches])
         labels = np.concatenate([labels for _, labels in batches]).astype(np.int32)
+        check_example_shape(self.name, split, images, self.spec.image_shape)
         return ArraySplit(images=images, labels=labels)
 
     def _stream(self, builder, split: str) -> StreamingSplit:
@@ -309,6 +313,13 @@ def check_split(name: str, split: str, splits: Sequence[str]) -> None:
         raise UserError(f"dataset {name!r} has no split {split!r}; choose from {list(splits)}")
 
 
+def check_example_shape(name: str, split: str, images: np.ndarray, expected: Sequence[int]) -> None:
+    """One line when a split's examples (images, volumes, clips) are not of the shape the dataset's spec says."""
+    if tuple(images.shape[1:]) != tuple(expected):
+        raise UserError(f"dataset {name!r} split {split!r}: examples of shape {tuple(images.shape[1:])}, expected "
+                        f"{tuple(expected)} (the dataset's spec: (*spatial, channels))")
+
+
 def _channel_stats(images: np.ndarray, scale: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
     pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / scale
     return tuple(pixels.mean(0).round(4).tolist()), tuple(pixels.std(0).round(4).tolist())
@@ -336,6 +347,7 @@ class NumpySource:
 
     def load(self, split: str) -> ArraySplit:
         check_split("numpy", split, self.spec.splits)
+        check_example_shape("numpy", split, self.arrays[f"{split}_images"], self.spec.image_shape)
         return ArraySplit(self.arrays[f"{split}_images"], self.arrays[f"{split}_labels"].astype(np.int32))
 
 

@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn.errors import InputShapeError
 from cnn.layers import ModuleDef
 from cnn.models.common import BatchNorm, check_input_rank, standard_conv
 
@@ -59,8 +60,8 @@ class M5(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_input_rank(x, 1, "M5", "waveforms (batch, samples, channels)")
         if x.shape[1] < M5_MIN_LENGTH:
-            raise ValueError(f"M5 needs clips of at least {M5_MIN_LENGTH} samples (a stride-4 convolution and four "
-                             f"poolings by 4), got {x.shape[1]}")
+            raise InputShapeError(f"M5 needs clips of at least {M5_MIN_LENGTH} samples (a stride-4 convolution and "
+                                  f"four poolings by 4), got {x.shape[1]}")
         norm = partial(self.norm, use_running_average=not train)
         for i, (kernel, stride, features) in enumerate(M5_LAYERS):
             conv = standard_conv if i == 0 else self.conv
@@ -80,7 +81,7 @@ class LogMelCNN(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_input_rank(x, 2, "LogMelCNN", "spectrograms (batch, mel bands, frames, channels)")
         if min(x.shape[1:3]) < LOG_MEL_MIN_SIZE:
-            raise ValueError(f"LogMelCNN needs spectrograms of at least {LOG_MEL_MIN_SIZE}×{LOG_MEL_MIN_SIZE} "
+            raise InputShapeError(f"LogMelCNN needs spectrograms of at least {LOG_MEL_MIN_SIZE}×{LOG_MEL_MIN_SIZE} "
                              f"(mel bands × frames), got {tuple(x.shape[1:3])}")
         norm = partial(self.norm, use_running_average=not train)
         for i, features in enumerate(LOG_MEL_WIDTHS):

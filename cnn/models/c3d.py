@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 
 from cnn import ops
+from cnn.errors import InputShapeError
 from cnn.layers import ModuleDef
 from cnn.models.common import check_input_rank, standard_conv
 
@@ -47,7 +48,7 @@ class C3D(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_input_rank(x, 3, "C3D", "clips (batch, time, height, width, channels)")
         if x.shape[1] < MIN_FRAMES or min(x.shape[2:4]) < MIN_SIZE:
-            raise ValueError(f"C3D needs clips of at least {MIN_FRAMES} frames of {MIN_SIZE}×{MIN_SIZE} (its four "
+            raise InputShapeError(f"C3D needs clips of at least {MIN_FRAMES} frames of {MIN_SIZE}×{MIN_SIZE} (its four "
                              f"time poolings and five space poolings), got {tuple(x.shape[1:4])}")
         norm = partial(self.norm, use_running_average=not train) if self.norm else None
         for i, widths in enumerate(STAGES):

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn import ops
+from cnn.errors import InputShapeError
 from cnn.layers import conv_module
 from cnn.ops import Layer
 
@@ -29,10 +30,11 @@ Chain = list[tuple[str, list[Layer]]]
 
 
 def check_input_rank(x: jax.Array, spatial_axes: int, model: str, layout: str) -> None:
-    """A ``ValueError`` naming ``model`` and its ``layout`` unless ``x`` has ``spatial_axes`` between batch and
-    channels (a volume given to a 2D model would otherwise fail deep inside a convolution)."""
+    """An ``InputShapeError`` (a ``ValueError`` and a user error: one line from the CLIs) naming ``model`` and its
+    ``layout`` unless ``x`` has ``spatial_axes`` between batch and channels (a volume given to a 2D model would
+    otherwise fail deep inside a convolution)."""
     if x.ndim != spatial_axes + 2:
-        raise ValueError(f"{model} takes {layout}, got an input of shape {tuple(x.shape)}")
+        raise InputShapeError(f"{model} takes {layout}, got an input of shape {tuple(x.shape)}")
 
 
 def average_pool_head(x: jax.Array, window: int | None) -> jax.Array:

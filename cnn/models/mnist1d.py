@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 
 from cnn import ops
+from cnn.errors import InputShapeError
 from cnn.layers import ModuleDef
 from cnn.models.common import check_input_rank, standard_conv
 
@@ -36,7 +37,7 @@ class Mnist1dCNN(nn.Module):
         del train  # no dropout or normalization
         check_input_rank(x, 1, "Mnist1dCNN", "sequences (batch, length, channels)")
         if x.shape[1] < MIN_LENGTH:
-            raise ValueError(f"Mnist1dCNN needs sequences of at least {MIN_LENGTH} samples, got {x.shape[1]}")
+            raise InputShapeError(f"Mnist1dCNN needs sequences of at least {MIN_LENGTH} samples, got {x.shape[1]}")
         x = nn.relu(standard_conv(self.channels, 5, 2, padding=1, name="conv1")(x))
         x = nn.relu(self.conv(self.channels, 3, 2, padding=1, name="conv2")(x))
         x = nn.relu(self.conv(self.channels, 3, 2, padding=1, name="conv3")(x))
