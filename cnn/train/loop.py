@@ -4,10 +4,15 @@ Rerunning the same command resumes from the newest readable checkpoint. Since ba
 the dropout key is ``fold_in(seed key, step)``, a resumed run reproduces an uninterrupted one bitwise on CPU.
 Per-step metrics stay on the device until a log, eval or checkpoint point; they are checked there, so a NaN or
 Inf loss stops training, naming its step, before any non-finite state is saved.
+
+With ``config.early_stopping`` an evaluation may end training (``cnn.train.early_stopping``): that step is
+checkpointed and is the final state; a rerun of a stopped run trains no further. With ``config.dataset.test_split``
+the final state is evaluated once more on that split, written to ``metrics.jsonl`` as a ``test`` record.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -18,9 +23,9 @@ from tqdm import tqdm
 
 from cnn.errors import NonFiniteLossError
 from cnn.train.config import save_config
-from cnn.train.distributed import is_primary
+from cnn.train.distributed import barrier, is_primary
 from cnn.train.experiment import plan_training
-from cnn.train.metrics import MetricWriter
+from cnn.train.metrics import METRICS_FILE, MetricWriter, read_metrics
 
 
 def _mean_and_check(pending: list[tuple[int, dict]]) -> dict[str, float]:
@@ -30,6 +35,11 @@ def _mean_and_check(pending: list[tuple[int, dict]]) -> dict[str, float]:
         if not np.isfinite(metrics["loss"]):
             raise NonFiniteLossError(step, float(metrics["loss"]))
     return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
+
+
+def _has_record(workdir: str, step: int, split: str) -> bool:
+    path = os.path.join(workdir, METRICS_FILE)
+    return os.path.exists(path) and any(r["step"] == step and r["split"] == split for r in read_metrics(workdir))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -48,6 +58,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = exp.init_state()
     elif primary:
         print(f"resumed from the checkpoint at step {start}", file=sys.stderr)
+    stopper = plan.early_stopping
+    if stopper is not None:  # its history, read before the writer drops the records past the restored step
+        if start and os.path.exists(os.path.join(workdir, METRICS_FILE)):
+            stopper.restore(read_metrics(workdir), start)
+        barrier("early-stopping-history")
+    stopped = stopper is not None and stopper.stopped
     writer = MetricWriter(workdir, resume_step=start)
     key = jax.device_put(jax.random.PRNGKey(config.seed), exp.replicated)
     final = None
@@ -57,7 +73,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         pending: list[tuple[int, dict]] = []
         interval_start, wait_start = time.perf_counter(), stream.wait_seconds
-        for step, batch in zip(range(start, total), stream.iterate(start, total), strict=True):
+        end = start if stopped else total  # a run that stopped early ends where it stopped
+        for step, batch in zip(range(start, end), stream.iterate(start, end), strict=True):
             state, metrics = exp.train_step(state, exp.to_device(batch), key)
             done = step + 1
             pending.append((done, metrics))
@@ -82,11 +99,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 writer.write(done, "eval", eval_metrics)
                 if primary:  # tqdm.write prints even for a disabled bar
                     bar.write(f"step {done}: eval {task.summary(final)}")
-            if save:
+                stopped = stopper is not None and stopper.update(final[stopper.metric])
+            if save or stopped:
                 checkpoints.save(done, state, metrics=eval_metrics)
+            if stopped:
+                if primary:
+                    bar.write(f"early stopping at step {done}: {stopper.reason()}")
+                break
             interval_start, wait_start = time.perf_counter(), stream.wait_seconds
         if final is None:  # nothing left to train: report the restored state
             final, _ = exp.evaluate(state, plan.eval_split)
+        last_step = int(state.step)
+        # A rerun of a finished run restores its last step, whose test record metrics.jsonl already holds.
+        if plan.test_split is not None and not (end == start and _has_record(workdir, last_step, "test")):
+            test, _ = exp.evaluate(state, plan.test_split)
+            writer.write(last_step, "test", {name: test[name] for name in task.metrics})
+            if primary:
+                bar.write(f"step {last_step}: {config.dataset.test_split} {task.summary(test)}")
     finally:
         bar.close()
         checkpoints.wait()
