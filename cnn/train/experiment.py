@@ -78,6 +78,12 @@ class Experiment:
         self.train_preprocess = build_preprocess(config.dataset.train_preprocess, spec)
         self.eval_preprocess = build_preprocess(config.dataset.eval_preprocess, spec)
         self.model = create(config.model.name, num_classes=spec.num_classes, **model_overrides(config))
+        graph_task = self.task.data_kind == "graph"
+        if getattr(self.model, "takes_graph", False) != graph_task:
+            raise ConfigError(f"model {config.model.name!r} takes {'a graph' if not graph_task else 'image batches'}, "
+                              f"but task {self.task.name!r} on dataset {config.dataset.name!r} gives it "
+                              f"{'a graph' if graph_task else 'image batches'}; choose a "
+                              f"{'graph ' if graph_task else ''}model for it (config.model.name)")
         if durations is None:
             self.schedule = optax.constant_schedule(config.optimizer.learning_rate)
         else:

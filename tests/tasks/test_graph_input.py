@@ -79,3 +79,24 @@ def test_a_good_batch_passes():
 def test_a_bad_batch_is_one_line(changes, message):
     with pytest.raises(UserError, match=message):
         _task().check_batch(_batch(**changes))
+
+
+@pytest.mark.parametrize(("dataset", "model", "task", "message"), [
+    ("cora", "small_cnn", "node_classification",
+     r"^model 'small_cnn' takes image batches, but task 'node_classification' on dataset 'cora' gives it a graph; "
+     r"choose a graph model for it \(config.model.name\)$"),
+    ("digits", "gcn", "classification",
+     r"^model 'gcn' takes a graph, but task 'classification' on dataset 'digits' gives it image batches; choose a "
+     r"model for it \(config.model.name\)$"),
+])
+def test_a_model_for_the_other_kind_of_input_is_one_line(dataset, model, task, message):
+    """Before anything is built: an image model given a graph, or a graph model given image batches (the model's own
+    check, tests/models/test_gcn.py, is for a direct call)."""
+    from cnn.data import make_source
+    from cnn.errors import ConfigError
+    from cnn.train.experiment import Experiment
+
+    config = base_config(dataset, model)
+    config.task.name = task
+    with pytest.raises(ConfigError, match=message):
+        Experiment(config, make_source(config.dataset).spec)
