@@ -9,7 +9,8 @@ evaluations (``config.eval_every_*``), so with one evaluation per epoch it is ep
 10 previous ones. Its validation loss includes the L2 term; ours is the cross-entropy alone.
 
 The decision depends on the metric's history only, so a resumed run recovers it from the eval records of
-``metrics.jsonl`` up to the restored step and decides as the uninterrupted run did. The run ends at the evaluation
+``metrics.jsonl`` up to the restored step and decides as the uninterrupted run did (a workdir whose metrics.jsonl
+was deleted resumes with an empty history: it stops later, never earlier). The run ends at the evaluation
 that stopped it: that state is checkpointed, and it is what the final evaluation and ``eval.py`` report (the last
 model, as Kipf's code evaluates it, not the best one).
 """
