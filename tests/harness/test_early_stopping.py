@@ -80,7 +80,6 @@ def test_off_by_default():
     assert EarlyStopping.of(base_config("digits", "lenet5"), METRICS) is None
 
 
-@pytest.mark.slow  # four runs on Cora in-process: ~25 s on an idle core, 60 s on the shared machine
 @pytest.mark.skipif(not (SHARED / "planetoid").is_dir(), reason="needs ../shared/data/planetoid")
 def test_a_run_resumed_after_a_kill_stops_at_the_same_step_with_the_same_state(tmp_path, tfds_dir):
     """Cora with a rule that stops soon (mode "max" on the loss: as soon as the falling loss is below the mean of the
