@@ -43,6 +43,7 @@ def dataset_config(name: str, **overrides) -> ml_collections.ConfigDict:
                       "seed": 0, "frames": 10},
         "train_split": "train",
         "eval_split": "test",
+        "test_split": config_dict.placeholder(str),  # evaluated once, on the final state, after training
         "train_preprocess": "decode|normalize",
         "eval_preprocess": "decode|normalize",
     })
@@ -65,6 +66,7 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
         "model": {"name": model},  # every other key here is a field of the model
         "optimizer": {"name": "momentum", "learning_rate": 0.1, "momentum": 0.9, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
                       "weight_decay": 5e-4, "grad_clip_norm": 0.0,
+                      "weight_decay_paths": (),  # decay only the weights under these path prefixes; (): every one
                       "grad_accum_steps": 1},  # microbatches per step: the same update in 1/k of the activations
         "schedule": {"name": "cosine", "warmup_steps": 0, "warmup_epochs": 0.0, "end_factor": 0.0,
                      "boundaries": (0.5, 0.75),  # the "step" schedule, as fractions of training
@@ -79,6 +81,9 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
         "checkpoint_every_steps": config_dict.placeholder(int), "checkpoint_every_epochs": 1.0,
         "log_every_steps": 50,
         "checkpoint": {"max_to_keep": 2, "best_metric": "accuracy", "best_mode": "max"},
+        # Stop when the eval metric is worse than the mean of its previous `window` evaluations (Kipf & Welling);
+        # "" is off. cnn/train/early_stopping.py.
+        "early_stopping": {"metric": "", "window": 10, "mode": "min"},
         # Many hosts: jax.distributed.initialize() arguments (unset: single process, or JAX's own detection).
         "distributed": {"coordinator_address": config_dict.placeholder(str),
                         "num_processes": config_dict.placeholder(int),

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from cnn.data.sources import DATASETS, DatasetSpec, TfdsDataset, TfdsSource, check_split
+from cnn.errors import UserError
 
 GRAPH_SPLITS = {"train": "train_mask", "validation": "val_mask", "test": "test_mask"}
 
@@ -55,16 +56,32 @@ class GraphSource(TfdsSource):
         self._graph: dict[str, np.ndarray] | None = None  # the one example, read once for every split
 
     def load(self, split: str) -> GraphSplit:
-        import tensorflow_datasets as tfds
-
         check_split(self.name, split, self.spec.splits)
         if self._graph is None:
+            import tensorflow_datasets as tfds
+
             builder = self.prepare()
             (self._graph,) = tfds.as_numpy(builder.as_dataset(split="full"))
         g = self._graph
+        check_masks(self.name, {name: np.asarray(g[key], bool) for name, key in GRAPH_SPLITS.items()})
         return GraphSplit(row_normalize(g["features"]), g["edges"][:, 0].astype(np.int32),
                           g["edges"][:, 1].astype(np.int32), g["labels"].astype(np.int32),
                           g[GRAPH_SPLITS[split]].astype(bool))
+
+
+def check_masks(dataset: str, masks: dict[str, np.ndarray]) -> None:
+    """The splits of a graph are disjoint, non-empty sets of nodes: a node in two splits (training on test nodes)
+    or a split without nodes (a metric of nothing) is a one-line error naming them."""
+    for name, mask in masks.items():
+        if not mask.any():
+            raise UserError(f"dataset {dataset!r}: split {name!r} has no nodes (its mask is all false)")
+    names = list(masks)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            shared = np.flatnonzero(masks[first] & masks[second])
+            if shared.size:
+                raise UserError(f"dataset {dataset!r}: splits {first!r} and {second!r} share {shared.size} node(s), "
+                                f"e.g. {shared[:5].tolist()}; the splits must be disjoint")
 
 
 for _name in GRAPH_DATASETS:

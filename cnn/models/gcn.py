@@ -22,6 +22,8 @@ called as ``conv(features, name=...)(graph)`` on a ``cnn.ops.Graph``. The model 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 
@@ -31,6 +33,7 @@ from cnn.layers import GCNConv, ModuleDef
 
 
 class GCN(nn.Module):
+    takes_graph: ClassVar[bool] = True  # applied to a cnn.ops.Graph, not an image batch (cnn.train.experiment checks)
     num_classes: int
     hidden: int = 16
     dropout_rate: float = 0.5

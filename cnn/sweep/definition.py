@@ -97,9 +97,12 @@ def parse_sweep(raw: dict, config: ml_collections.ConfigDict, num_trials: int | 
         raise ConfigError(f"get_sweep(): unknown entry {unknown[0]!r}; expected some of {list(FIELDS)}")
     metric = raw.get("metric")
     eval_metrics = tuple(metric_directions(config.task.name))
+    if config.dataset.get("test_split"):  # the final state on it, as train.py writes it: test_<metric>
+        eval_metrics += tuple(f"test_{name}" for name in eval_metrics)
     if metric not in eval_metrics:
+        hint = " (test_<metric> needs config.dataset.test_split)" if str(metric).startswith("test_") else ""
         raise ConfigError(f"get_sweep()['metric'] must be a metric task {config.task.name!r} reports, one of "
-                          f"{list(eval_metrics)}; got {metric!r}")
+                          f"{list(eval_metrics)}; got {metric!r}{hint}")
     direction = raw.get("direction")
     if direction not in DIRECTIONS:
         raise ConfigError(f"get_sweep()['direction'] must be one of {list(DIRECTIONS)}, got {direction!r}")

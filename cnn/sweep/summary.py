@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import tempfile
 from typing import Any
 
+import numpy as np
 from optuna.trial import TrialState
 
 from cnn.sweep.definition import Sweep
@@ -51,6 +53,17 @@ def summary_rows(sets: list[ParameterSet], sweep: Sweep) -> list[dict[str, Any]]
     return sorted(rows, key=order)
 
 
+def metric_statistics(rows: list[dict[str, Any]], sweep: Sweep) -> dict[str, tuple[float, float]]:
+    """Each metric's mean and sample standard deviation (n − 1; nan for one trial) over the complete rows."""
+    complete = [row for row in rows if row["state"] == "COMPLETE"]
+    result = {}
+    for name in [sweep.metric, *(m for m in sweep.eval_metrics if m != sweep.metric)]:
+        values = np.array([row[name] for row in complete if isinstance(row[name], int | float)], np.float64)
+        if len(values):
+            result[name] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan)
+    return result
+
+
 def write_summary(sets: list[ParameterSet], sweep: Sweep, workdir: str, title: str) -> list[dict[str, Any]]:
     """Write summary.md, summary.csv and summary.png into ``workdir``; return the rows."""
     rows = summary_rows(sets, sweep)
@@ -78,6 +91,11 @@ def _markdown(rows: list[dict[str, Any]], columns: list[str], sweep: Sweep, titl
         values = ", ".join(f"{key}={best[key]}" for key in sweep.keys)
         lines += ["", f"Best: trial {best['trial']}, {sweep.metric} {best[sweep.metric]:.4f} ({values}), "
                       f"`{best['workdir']}`."]
+    statistics = metric_statistics(rows, sweep)
+    if statistics:
+        lines += ["", f"Mean ± sd over the {len(complete)} complete trials (sd with n − 1; a sweep over seeds gives "
+                      "the spread of a result):", "", "| metric | mean | sd |", "|---|---|---|"]
+        lines += [f"| {name} | {mean:.4f} | {sd:.4f} |" for name, (mean, sd) in statistics.items()]
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[column]) for column in columns) + " |" for row in rows]
     lines += ["", "![the metric against each swept key](summary.png)", ""]

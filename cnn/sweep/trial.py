@@ -32,7 +32,8 @@ LOCK_FILE = ".lock"
 @dataclass
 class Outcome:
     returncode: int
-    eval_metrics: dict[str, float] | None  # the last eval record of metrics.jsonl when train.py succeeded
+    # The last eval record of metrics.jsonl when train.py succeeded, and its last test record's as test_<metric>.
+    eval_metrics: dict[str, float] | None
     error: str | None
     launched_at: float  # unix time
     wall_seconds: float
@@ -88,11 +89,15 @@ def run_trial(command: list[str], trial_dir: str, header: str, stop: threading.E
         os.close(lock_fd)
     if returncode != 0:
         return Outcome(returncode, None, _error_of(trial_dir, start_offset, returncode), launched_at, wall)
-    records = [r for r in read_metrics(trial_dir) if r.get("split") == "eval"]
+    written = read_metrics(trial_dir)
+    records = [r for r in written if r.get("split") == "eval"]
     if not records:
         return Outcome(returncode, None, "train.py exited 0 but wrote no eval record to metrics.jsonl", launched_at,
                        wall)
     final = {k: v for k, v in records[-1].items() if k != "split"}
+    tests = [r for r in written if r.get("split") == "test"]
+    if tests:  # config.dataset.test_split: the final state on the test split, as test_<metric>
+        final.update({f"test_{k}": v for k, v in tests[-1].items() if k not in ("split", "step")})
     return Outcome(returncode, final, None, launched_at, wall)
 
 

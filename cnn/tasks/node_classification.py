@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cnn.errors import UserError
 from cnn.tasks.base import Batch, raise_batch_error
 from cnn.tasks.classification import Classification
 
@@ -55,10 +56,17 @@ class NodeClassification(Classification):
         check_labels(split.labels[split.mask], self.num_classes, f"split {name!r} (its masked nodes)")
 
     def check_batch(self, batch: Batch) -> None:
-        nodes = len(batch["features"])
-        for key, shape in (("label", (nodes,)), ("mask", (nodes,))):
-            if batch[key].shape != shape:
-                raise_batch_error(key, str(shape), batch[key])
+        """The graph (features ``(N, F)``, edges naming nodes ``0 .. N-1``: ``cnn.ops.check_graph``), then a label
+        and a mask entry per node."""
+        from cnn.ops.graph import check_graph
+
+        try:
+            nodes = check_graph(self.model_input(batch), where="graph batch")
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        for key in ("label", "mask"):
+            if batch[key].shape != (nodes,):
+                raise_batch_error(key, f"({nodes},), one per node of the {nodes} node features", batch[key])
 
     def model_input(self, batch: dict[str, Any]) -> Any:
         from cnn.ops.graph import Graph

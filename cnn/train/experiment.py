@@ -2,7 +2,8 @@
 
 :func:`plan_training` and :func:`plan_evaluation` turn a config (and a workdir) into a :class:`Plan`: the data
 source and its splits, the task (``cnn.tasks``), the durations (steps per epoch, total steps, eval, checkpoint and
-log intervals), the train stream, the eval batches, the checkpoints and the :class:`Experiment`. The training loop
+log intervals), the train stream, the eval batches, the checkpoints, the early-stopping rule
+(``cnn.train.early_stopping``), the test split evaluated after training, and the :class:`Experiment`. The training loop
 then only iterates, and evaluation restores without a schedule.
 
 The :class:`Experiment` holds what the config builds for the devices: the model, the optimizer, the device mesh and
@@ -43,6 +44,7 @@ from cnn.models.tiling import overlap_tile_predict
 from cnn.tasks import Accumulator, Task, make_task
 from cnn.train.checkpoint import Checkpoints, init_from, open_checkpoints
 from cnn.train.config import model_overrides, steps_of, validate
+from cnn.train.early_stopping import EarlyStopping
 from cnn.train.optim import make_optimizer, make_schedule
 from cnn.train.precision import LossScale, policy_of
 from cnn.train.state import TrainState, abstract_train_state, create_train_state
@@ -84,6 +86,12 @@ class Experiment:
         self.eval_preprocess = build_preprocess(config.dataset.eval_preprocess, spec)
         self.model = create(config.model.name, num_classes=spec.num_classes, **model_overrides(config))
         self.eval_model = self.task.eval_model(self.model)  # the same variables; a detector's is fully convolutional
+        graph_task = self.task.data_kind == "graph"
+        if getattr(self.model, "takes_graph", False) != graph_task:
+            raise ConfigError(f"model {config.model.name!r} takes {'a graph' if not graph_task else 'image batches'}, "
+                              f"but task {self.task.name!r} on dataset {config.dataset.name!r} gives it "
+                              f"{'a graph' if graph_task else 'image batches'}; choose a "
+                              f"{'graph ' if graph_task else ''}model for it (config.model.name)")
         if durations is None:
             self.schedule = optax.constant_schedule(config.optimizer.learning_rate)
         else:
@@ -217,6 +225,8 @@ class Plan:
     eval_split_name: str
     durations: Durations | None = None
     train_stream: Any = None
+    early_stopping: EarlyStopping | None = None  # the rule that may end training at an evaluation
+    test_split: Any = None  # config.dataset.test_split, evaluated once on the final state
 
     @property
     def task(self) -> Task:
@@ -229,16 +239,20 @@ def plan_training(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     source = make_source(config.dataset)
     train_split = source.load(config.dataset.train_split)
     eval_split = source.load(config.dataset.eval_split)
+    test_name = config.dataset.get("test_split")
+    test_split = source.load(test_name) if test_name else None
     task = make_task(config, source.spec)
-    for name, split in ((config.dataset.train_split, train_split), (config.dataset.eval_split, eval_split)):
-        task.check_split(split, name)
+    for name, split in ((config.dataset.train_split, train_split), (config.dataset.eval_split, eval_split),
+                        (test_name, test_split)):
+        if split is not None:
+            task.check_split(split, name)
     durations = Durations.of(config, task.steps_per_epoch(train_split, config.batch_size))
     exp = Experiment(config, source.spec, durations, task)
     stream = task.train_stream(train_split, exp.train_preprocess, config.batch_size, config.seed,
                                    jax.process_index(), jax.process_count())
     task.check_batch(stream.batch(0))
     return Plan(config, exp, open_checkpoints(config, workdir), eval_split, config.dataset.eval_split, durations,
-                stream)
+                stream, EarlyStopping.of(config, task.metrics), test_split)
 
 
 def plan_evaluation(config: ml_collections.ConfigDict, workdir: str, split: str | None = None) -> Plan:

@@ -5,10 +5,15 @@ the dropout key is ``fold_in(seed key, step)``, a resumed run reproduces an unin
 Per-step metrics stay on the device until a log, eval or checkpoint point; they are checked there, so a NaN or
 Inf loss, gradient, update or parameter stops training, naming its step, before any non-finite state is saved
 (the checkpoints also refuse one).
+
+With ``config.early_stopping`` an evaluation may end training (``cnn.train.early_stopping``): that step is
+checkpointed and is the final state; a rerun of a stopped run trains no further. With ``config.dataset.test_split``
+the final state is evaluated once more on that split, written to ``metrics.jsonl`` as a ``test`` record.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -19,9 +24,9 @@ from tqdm import tqdm
 
 from cnn.errors import NonFiniteLossError, UserError
 from cnn.train.config import save_config
-from cnn.train.distributed import is_primary
+from cnn.train.distributed import barrier, is_primary
 from cnn.train.experiment import plan_training
-from cnn.train.metrics import MetricWriter
+from cnn.train.metrics import METRICS_FILE, MetricWriter, read_metrics
 from cnn.train.steps import NONFINITE
 from cnn.train.workdir import WorkdirLock, check_resume_config, make_workdir
 
@@ -37,6 +42,11 @@ def _mean_and_check(pending: list[tuple[int, dict]]) -> dict[str, float]:
             state = f"not finite (loss {float(metrics['loss']):.4g}, grad_norm {float(metrics['grad_norm']):.4g})"
             raise NonFiniteLossError(step, state, what="the gradients, updates or parameters are")
     return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
+
+
+def _has_record(workdir: str, step: int, split: str) -> bool:
+    path = os.path.join(workdir, METRICS_FILE)
+    return os.path.exists(path) and any(r["step"] == step and r["split"] == split for r in read_metrics(workdir))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False) -> dict:
@@ -66,6 +76,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
         state = exp.init_state()
     elif primary:
         print(f"resumed from the checkpoint at step {start}", file=sys.stderr)
+    stopper = plan.early_stopping
+    if stopper is not None:  # its history, read before the writer drops the records past the restored step
+        if start and os.path.exists(os.path.join(workdir, METRICS_FILE)):
+            stopper.restore(read_metrics(workdir), start)
+        barrier("early-stopping-history")
+    stopped = stopper is not None and stopper.stopped
     writer = MetricWriter(workdir, resume_step=start)
     key = jax.device_put(jax.random.PRNGKey(config.seed), exp.replicated)
     final = None
@@ -76,7 +92,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
     try:
         pending: list[tuple[int, dict]] = []
         interval_start, wait_start = time.perf_counter(), stream.wait_seconds
-        for step, batch in zip(range(start, total), stream.iterate(start, total), strict=True):
+        end = start if stopped else total  # a run that stopped early ends where it stopped
+        for step, batch in zip(range(start, end), stream.iterate(start, end), strict=True):
             state, metrics = exp.train_step(state, exp.to_device(batch), key)
             done = step + 1
             pending.append((done, metrics))
@@ -101,11 +118,23 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
                 writer.write(done, "eval", eval_metrics)
                 if primary:  # tqdm.write prints even for a disabled bar
                     bar.write(f"step {done}: eval {task.summary(final)}")
-            if save:
+                stopped = stopper is not None and stopper.update(final[stopper.metric])
+            if save or stopped:
                 checkpoints.save(done, state, metrics=eval_metrics)
+            if stopped:
+                if primary:
+                    bar.write(f"early stopping at step {done}: {stopper.reason()}")
+                break
             interval_start, wait_start = time.perf_counter(), stream.wait_seconds
         if final is None:  # nothing left to train: report the restored state
             final, _ = exp.evaluate(state, plan.eval_split)
+        last_step = int(state.step)
+        # A rerun of a finished run restores its last step, whose test record metrics.jsonl already holds.
+        if plan.test_split is not None and not (end == start and _has_record(workdir, last_step, "test")):
+            test, _ = exp.evaluate(state, plan.test_split)
+            writer.write(last_step, "test", {name: test[name] for name in task.metrics})
+            if primary:
+                bar.write(f"step {last_step}: {config.dataset.test_split} {task.summary(test)}")
     except KeyboardInterrupt:
         checkpoints.wait()
         kept = checkpoints.steps()

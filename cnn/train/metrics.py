@@ -14,11 +14,13 @@ import shutil
 import jax
 from tensorboardX import SummaryWriter
 
+METRICS_FILE = "metrics.jsonl"
+
 
 class MetricWriter:
     def __init__(self, workdir: str, resume_step: int = 0):
         self.enabled = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, METRICS_FILE)
         if not self.enabled:
             return
         kept = _truncate_after(self.path, resume_step)
@@ -68,5 +70,5 @@ def _truncate_after(path: str, step: int) -> list[dict]:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    with open(os.path.join(workdir, METRICS_FILE)) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 import jax
 import ml_collections
 import optax
@@ -17,7 +20,8 @@ OPTIMIZERS.register("momentum", lambda lr, c: optax.sgd(lr, momentum=c.momentum)
 OPTIMIZERS.register("nesterov", lambda lr, c: optax.sgd(lr, momentum=c.momentum, nesterov=True))
 OPTIMIZERS.register("adam", lambda lr, c: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps))
 OPTIMIZERS.register(
-    "adamw", lambda lr, c: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay, mask=decay_mask)
+    "adamw", lambda lr, c: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
+                                       mask=decay_mask_of(c))
 )
 
 
@@ -28,13 +32,24 @@ DECAYED_PARAMS = frozenset({"kernel", "depthwise", "pointwise", "weights"})
 UNDECAYED_PARAMS = frozenset({"bias", "scale"})
 
 
-def decay_mask(params):
-    """True for the parameters weight decay applies to (``DECAYED_PARAMS``); a ConfigError for an unknown name."""
+def decay_mask(params, paths: Sequence[str] = ()):
+    """True for the parameters weight decay applies to (``DECAYED_PARAMS``); a ConfigError for an unknown name.
+
+    ``paths`` (``config.optimizer.weight_decay_paths``) narrows it to the weights under these path prefixes, matched
+    at a ``/`` boundary of the parameter path (``"conv1"`` is ``conv1/kernel``, not ``conv10/kernel``): Kipf &
+    Welling decay the first layer only. Empty: every weight. A prefix that names no weight is a ConfigError.
+    """
+    unused = set(paths)
 
     def decayed(path, _) -> bool:
         name = getattr(path[-1], "key", None)
         if name in DECAYED_PARAMS:
-            return True
+            if not paths:
+                return True
+            text = _path_text(path)
+            chosen = {prefix for prefix in paths if text == prefix or text.startswith(prefix.rstrip("/") + "/")}
+            unused.difference_update(chosen)
+            return bool(chosen)
         if name in UNDECAYED_PARAMS:
             return False
         raise ConfigError(
@@ -42,7 +57,29 @@ def decay_mask(params):
             f"a bias or scale {sorted(UNDECAYED_PARAMS)}; name it so, or add its name to cnn/train/optim.py"
         )
 
-    return jax.tree_util.tree_map_with_path(decayed, params)
+    mask = jax.tree_util.tree_map_with_path(decayed, params)
+    if unused:
+        raise ConfigError(f"config.optimizer.weight_decay_paths: {sorted(unused)} name no weight of the model; its "
+                          f"weights are {_weight_paths(params)}")
+    return mask
+
+
+def _path_text(path) -> str:
+    return "/".join(str(getattr(key, "key", key)) for key in path)
+
+
+def _weight_paths(params) -> list[str]:
+    paths = [_path_text(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return [path for path in paths if path.rsplit("/", 1)[-1] in DECAYED_PARAMS][:8]
+
+
+def decay_mask_of(c: ml_collections.ConfigDict):
+    """The decay mask ``config.optimizer`` (``c``) asks for: every weight, or those under ``weight_decay_paths``."""
+    paths = c.get("weight_decay_paths") or ()
+    if isinstance(paths, str):
+        raise ConfigError("config.optimizer.weight_decay_paths must be a tuple of parameter path prefixes like "
+                          f"('conv1',), got the string {paths!r}")
+    return functools.partial(decay_mask, paths=tuple(paths))
 
 
 def _warmup_then(schedule: optax.Schedule, peak: float, warmup_steps: int) -> optax.Schedule:
@@ -92,6 +129,6 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) 
     if c.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(c.grad_clip_norm))
     if c.weight_decay > 0 and c.name != "adamw":
-        parts.append(optax.add_decayed_weights(c.weight_decay, mask=decay_mask))
+        parts.append(optax.add_decayed_weights(c.weight_decay, mask=decay_mask_of(c)))
     parts.append(OPTIMIZERS.get(c.name)(schedule, c))
     return optax.chain(*parts)

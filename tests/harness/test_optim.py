@@ -250,3 +250,46 @@ def test_parameter_of_unknown_role_is_refused():
     tx = make_optimizer(_config("sgd", weight_decay=0.1), lambda count: 0.5)
     with pytest.raises(ConfigError, match=r"\['layer'\]\['alpha'\]"):
         tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+
+
+def _layers_run(config) -> dict[str, dict[str, np.ndarray]]:
+    """The parameters after ``STEPS`` updates of three layers that start equal and get equal gradients: ``conv1``,
+    ``conv10`` (whose name starts like ``conv1``'s) and ``conv2``."""
+    params, grads = _problem()
+    names = ("conv1", "conv10", "conv2")
+    tree = {name: jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params) for name in names}
+    tx = make_optimizer(config, lambda count: 0.1 / (1 + count))
+    state = tx.init(tree)
+    for g in grads:
+        g = {name: jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), g) for name in names}
+        updates, state = tx.update(g, state, tree)
+        tree = optax.apply_updates(tree, updates)
+    return jax.tree.map(np.asarray, tree)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_weight_decay_paths_decay_the_first_layer_only(optimizer):
+    """Kipf & Welling's decay of ``conv1`` only: its kernel follows the decayed formula, ``conv10``'s and
+    ``conv2``'s the undecayed one (the prefix matches whole path components), biases never decay."""
+    config = _config(optimizer, weight_decay=0.3)
+    config.optimizer.weight_decay_paths = ("conv1",)
+    got = _layers_run(config)
+    decayed = _reference(adam, weight_decay=0.3, decoupled=optimizer == "adamw")[-1]
+    plain = _reference(adam)[-1]
+    np.testing.assert_allclose(got["conv1"]["kernel"], decayed["kernel"], rtol=2e-5, atol=1e-6)
+    for name in ("conv10", "conv2"):
+        np.testing.assert_allclose(got[name]["kernel"], plain["kernel"], rtol=2e-5, atol=1e-6, err_msg=name)
+    for name in ("conv1", "conv10", "conv2"):
+        np.testing.assert_allclose(got[name]["bias"], plain["bias"], rtol=2e-5, atol=1e-6, err_msg=name)
+    assert not np.allclose(decayed["kernel"], plain["kernel"], rtol=1e-3)  # the decay shows at this size
+
+
+@pytest.mark.parametrize(("paths", "message"), [
+    (("conv3",), r"weight_decay_paths: \['conv3'\] name no weight of the model; its weights are \['conv1/kernel'"),
+    ("conv1", r"weight_decay_paths must be a tuple of parameter path prefixes like \('conv1',\), got the string"),
+])
+def test_weight_decay_paths_that_name_nothing_are_refused(paths, message):
+    config = _config("adam", weight_decay=0.3)
+    config.optimizer.weight_decay_paths = paths
+    with pytest.raises(ConfigError, match=message):
+        _layers_run(config)

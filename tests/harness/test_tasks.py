@@ -65,7 +65,7 @@ def test_segmentation_trains_evaluates_and_counts_the_same_on_four_devices(tmp_p
 def test_node_classification_trains_on_cora_and_counts_the_test_nodes(tmp_path, tfds_dir):
     workdir = tmp_path / "cora"
     env = cli_env(tfds_dir)
-    train = run_cli("train.py", "--config=configs/cora_gcn.py:runlocal", f"--workdir={workdir}", env=env)
+    train = run_cli("train.py", "--config=configs/planetoid.py:runlocal", f"--workdir={workdir}", env=env)
     assert "(500 examples)" in train.stdout  # the validation nodes
     run_cli("eval.py", f"--workdir={workdir}", "--split=test", "--save_predictions", env=env)
     report = eval_json(workdir, 10)

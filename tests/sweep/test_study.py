@@ -3,14 +3,17 @@ summary order."""
 
 from __future__ import annotations
 
+import copy
+import statistics
+
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cnn.errors import UserError
+from cnn.errors import ConfigError, UserError
 from cnn.sweep.definition import parse_sweep
 from cnn.sweep.study import RETRY_OF, TRIAL_DIR, SweepStudy, default_storage
-from cnn.sweep.summary import summary_rows
+from cnn.sweep.summary import metric_statistics, summary_rows, write_summary
 from cnn.train.config import load_config_file
 from tests.harness.conftest import ROOT
 
@@ -95,3 +98,35 @@ def test_summary_order_best_first_failed_last(tmp_path, config):
     assert [row["model.width"] for row in rows] == [16, 4, 64, 32, 8]  # loss is minimized
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3 + ["RUNNING", "FAIL"]
     assert rows[-1]["error"] == "boom" and rows[0]["accuracy"] == pytest.approx(0.8)
+
+
+def test_a_sweep_over_seeds_summarizes_the_test_metrics_as_mean_and_sd(tmp_path, config):
+    """``test_accuracy`` exists when the config has a test split; summary.md gives each metric's mean and sample
+    standard deviation over the complete trials (checked with the statistics module), failed ones left out."""
+    seeds = {"metric": "test_accuracy", "direction": "maximize", "grid": {"seed": [0, 1, 2, 3]}}
+    with pytest.raises(ConfigError, match=r"one of \['accuracy', .*\]; got 'test_accuracy' \(test_<metric> needs "
+                                          r"config.dataset.test_split\)"):
+        parse_sweep(seeds, config)
+    with_test = copy.deepcopy(config)
+    with_test.dataset.test_split = "test"
+    sweep_study = open_study(tmp_path, seeds, with_test)
+    distributions = sweep_study.sweep.distributions
+    accuracies = [0.81, 0.83, None, 0.8]
+    for seed, accuracy in enumerate(accuracies):
+        evaluation = {"accuracy": 0.7 + seed / 100, "loss": 1.0, "test_accuracy": accuracy,
+                      "test_loss": 0.9 - seed / 10}
+        sweep_study.study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE if accuracy else TrialState.FAIL, value=accuracy, params={"seed": seed},
+            distributions=distributions, user_attrs={"eval": evaluation} if accuracy else {"error": "boom"}))
+    rows = write_summary(sweep_study.parameter_sets(), sweep_study.sweep, str(tmp_path), "seeds")
+    done = [0, 1, 3]
+    expected = {"test_accuracy": [accuracies[s] for s in done], "accuracy": [0.7 + s / 100 for s in done],
+                "test_loss": [0.9 - s / 10 for s in done], "loss": [1.0] * 3}
+    got = metric_statistics(rows, sweep_study.sweep)
+    assert list(got) == ["test_accuracy", "accuracy", "loss", "test_loss"]
+    for name, values in expected.items():
+        assert got[name] == pytest.approx((statistics.mean(values), statistics.stdev(values)), abs=1e-12), name
+    text = (tmp_path / "summary.md").read_text()
+    assert "Mean ± sd over the 3 complete trials" in text
+    assert f"| test_accuracy | {statistics.mean(expected['test_accuracy']):.4f} | " \
+           f"{statistics.stdev(expected['test_accuracy']):.4f} |" in text

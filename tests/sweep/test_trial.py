@@ -34,6 +34,16 @@ def test_result_is_the_last_eval_record(tmp_path):
         (None, "final eval accuracy is nan")
 
 
+def test_the_test_record_gives_test_metrics(tmp_path):
+    """With config.dataset.test_split train.py ends with a test record: the trial reports it as test_<metric>."""
+    records = [{"step": 12, "split": "eval", "accuracy": 0.7, "loss": 0.5},
+               {"step": 12, "split": "test", "accuracy": 0.8, "loss": 0.4}]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    outcome = run(python(f"open({str(tmp_path / 'metrics.jsonl')!r}, 'w').write({text!r})"), tmp_path)
+    assert outcome.eval_metrics == {"step": 12, "accuracy": 0.7, "loss": 0.5, "test_accuracy": 0.8, "test_loss": 0.4}
+    assert value_of(outcome, "test_accuracy") == (0.8, None)
+
+
 def test_errors_are_train_py_error_line_or_exit_status(tmp_path):
     failed = run(python("import sys; print('error: bad value', file=sys.stderr); sys.exit(2)"), tmp_path / "a")
     assert (failed.returncode, failed.error) == (2, "bad value")
