@@ -22,12 +22,6 @@ from ml_collections import config_flags  # noqa: E402
 
 from cnn.cli import run_cli  # noqa: E402
 
-config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]): the dataset and optimizer "
-                                "the checkpoint is for; its model is replaced by NAME.", lock_config=False)
-flags.DEFINE_string("from", None, "torchvision checkpoint file (.pth or .safetensors).")
-flags.DEFINE_string("out", None, "Directory to write (config.json, checkpoints/0); must not hold checkpoints yet.")
-flags.mark_flags_as_required(["config", "from", "out"])
-
 
 def import_weights(name: str, path: str, config, out: str) -> None:
     """Write ``out``: ``config`` with model ``name``, and a checkpoint at step 0 with the weights of ``path``."""
@@ -61,5 +55,16 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def define_flags() -> None:
+    """The command line's flags, defined only when this runs as a program (importing it defines none)."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Experiment config file (path[:variant]): the dataset and optimizer the checkpoint is for; "
+        "its model is replaced by NAME.", lock_config=False)
+    flags.DEFINE_string("from", None, "torchvision checkpoint file (.pth or .safetensors).")
+    flags.DEFINE_string("out", None, "Directory to write (config.json, checkpoints/0); must not hold checkpoints yet.")
+    flags.mark_flags_as_required(["config", "from", "out"])
+
+
 if __name__ == "__main__":
+    define_flags()
     sys.exit(run_cli(main))

@@ -1,6 +1,6 @@
 """A run's workdir: created writable, locked while a run trains in it, and its config compared on resume.
 
-**Lock.** ``<workdir>/.lock`` holds ``pid host`` of the run using it, and that run holds an exclusive ``flock`` on
+**Lock.** ``<workdir>/.train.lock`` holds ``pid host`` of the run using it, and that run holds an exclusive ``flock`` on
 it. The kernel drops the ``flock`` when the process dies, however it dies: the file a killed run leaves behind is
 then a stale lock, taken over (with a note) by the next run. Two runs on one workdir would interleave their metrics
 and delete each other's checkpoints, so the second one stops with ``<workdir> is in use by pid N on <host>``.
@@ -26,7 +26,7 @@ import ml_collections
 
 from cnn.errors import ConfigError, UserError
 
-LOCK_FILE = ".lock"
+LOCK_FILE = ".train.lock"  # not the sweep's trial lock (.lock), which the trial's train.py inherits
 MISSING = "(absent)"
 # Keys (or prefixes of keys) whose change does not change what a run computes.
 HARMLESS = ("eval_every_steps", "eval_every_epochs", "checkpoint_every_steps", "checkpoint_every_epochs",

@@ -181,7 +181,9 @@ def test_loading_every_config_file_imports_only_ml_collections():
              "ablation_conv.py:runlocal", "cifar10_resnet.py:56,runlocal", "imagenet_resnet50.py:runlocal",
              "digits_segmentation.py:runlocal", "planetoid.py:runlocal", "planetoid.py:citeseer,chebnet_k3,runlocal",
              "mnist_detect.py", "mnist_detect.py:runlocal", "isbi_unet.py", "isbi_unet.py:cpu", "isbi_unet.py:runlocal",
-             "finetune_folder.py", "finetune_folder.py:runlocal"]
+             "finetune_folder.py", "finetune_folder.py:runlocal", "fsdd.py", "fsdd.py:log_mel,speaker,runlocal",
+             "adrenal3d.py", "adrenal3d.py:64,acs,runlocal", "mnist1d_cnn.py", "mnist1d_cnn.py:runlocal",
+             "moving_digits.py", "moving_digits.py:r2plus1d,runlocal"]
     assert {spec.partition(":")[0] for spec in specs} == {p.name for p in (root / "configs").glob("*.py")}
     code = ("import importlib.util, sys\n"
             "for spec in sys.argv[1:]:\n"

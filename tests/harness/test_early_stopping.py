@@ -104,7 +104,7 @@ def test_a_run_resumed_after_a_kill_stops_at_the_same_step_with_the_same_state(t
     stop = records(whole, "eval")[-1]["step"]
     assert 7 <= stop < 11  # the history before step 4 decides
     train_and_evaluate(config(4), str(resumed))  # "killed" after the checkpoint at step 4
-    train_and_evaluate(config(40), str(resumed))
+    train_and_evaluate(config(40), str(resumed), allow_config_change=True)  # num_steps 4 -> 40: the rest of the run
     assert records(resumed, "eval") == records(whole, "eval")
     assert records(resumed, "test")[-1] == records(whole, "test")[-1]  # the test nodes, on the state it stopped at
     assert records(whole, "test")[0]["step"] == stop

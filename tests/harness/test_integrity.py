@@ -125,11 +125,11 @@ def test_a_locked_workdir_is_refused_and_a_stale_lock_taken_over(tmp_path, capfd
     finally:
         holder.kill()  # as SIGKILL would: the lock file stays behind
         holder.wait()
-    assert (tmp_path / ".lock").exists()
+    assert (tmp_path / ".train.lock").exists()
     with WorkdirLock(str(tmp_path)):
-        assert (tmp_path / ".lock").read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+        assert (tmp_path / ".train.lock").read_text() == f"{os.getpid()} {socket.gethostname()}\n"
     assert f"taking over the stale lock of pid {holder.pid} on {socket.gethostname()}" in capfd.readouterr().err
-    assert not (tmp_path / ".lock").exists()
+    assert not (tmp_path / ".train.lock").exists()
 
 
 def test_a_workdir_that_is_a_file_is_one_line(tmp_path):

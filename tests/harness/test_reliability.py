@@ -97,7 +97,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_copy, train, p
         (("--config.model.name=foo",), "unknown model 'foo'; choose from ['alexnet', 'c3d', 'chebnet_k2'"),
         (("--config.optimizer.name=foo",), "unknown optimizer 'foo'; choose from"),
         (("--config.schedule.name=foo",), "unknown schedule 'foo'; choose from"),
-        (("--config.dataset.name=foo",), "unknown dataset 'foo'; choose from ['adrenal_mnist3d', 'cifar10'"),
+        (("--config.dataset.name=foo",), "unknown dataset 'foo'; choose from ['adrenal_mnist3d', 'adrenal_mnist3d_"),
         (("--config.batch_size=0",), "config.batch_size must be positive"),
         (("--config.batch_size=abc",), "--config.batch_size=abc"),
         (("--config.model.widht=3",), "no such config key 'widht'"),
