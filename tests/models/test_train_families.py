@@ -95,7 +95,7 @@ RUNS = [
                  PUBLISHED["cifar_resnet20"][0] + swapped("tiled", CIFAR_RESNET20_CONVS_32PX, bias=False),
                  {"stage2_block1/conv1": {"kernel": (2, 2, 3, 3, 16, 32)}}, id="cifar_resnet20-tiled"),
     pytest.param("configs/cifar10_resnet.py:runlocal", ("--config.model.name=resnet18",), with_head("resnet18", 512),
-                 {}, id="resnet18"),
+                 {}, id="resnet18", marks=pytest.mark.slow),  # the ResNet code trains in CI as cifar_resnet20
     pytest.param("narrow_vgg", ("--config.model.conv=separable",),
                  PUBLISHED["vgg11"][0] - vgg_classifier(4096, 1000) + vgg_classifier(64, 10)
                  + swapped("separable", VGG11_CONVS_32PX, bias=True),
