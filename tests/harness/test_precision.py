@@ -139,7 +139,8 @@ def _float_leaves(tree) -> list[jax.Array]:
     return [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
 
 
-@pytest.mark.parametrize("dtype", LOW_PRECISION)
+# float16 trains through the CLI in CI too (test_float16_cli_run_and_a_bad_dtype); its run beside float32: -m slow.
+@pytest.mark.parametrize("dtype", ["bfloat16", pytest.param("float16", marks=pytest.mark.slow)])
 def test_low_precision_training_tracks_float32_on_digits(experiment, dtype):
     reference, reference_losses, _ = _train(*experiment("float32"))
     state, losses, metrics = _train(*experiment(dtype))

@@ -1,6 +1,7 @@
 """Every task through train.py and eval.py with its runlocal config, and its metrics recomputed from
 ``predictions_<step>.npz`` by independent code: scikit-learn's accuracy and confusion matrix, per-class IoU and Dice
-by numpy bincount. The same numbers come out on 4 devices (another eval batch: 12 instead of 10)."""
+by numpy bincount. The same numbers come out on 4 devices (node classification here; the sums of every task are
+merged the same way, and tests/tasks checks them at two batch sizes)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_classification_predictions_agree_with_the_report(trained_copy, evaluate
 
 
 @pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="needs ../shared/data/mnist")
-def test_segmentation_trains_evaluates_and_counts_the_same_on_four_devices(tmp_path, tfds_dir):
+def test_segmentation_trains_and_its_metrics_equal_the_saved_predictions(tmp_path, tfds_dir):
     workdir = tmp_path / "seg"
     env = cli_env(tfds_dir)
     run_cli("train.py", "--config=configs/digits_segmentation.py:runlocal", f"--workdir={workdir}", env=env)
@@ -52,13 +53,6 @@ def test_segmentation_trains_evaluates_and_counts_the_same_on_four_devices(tmp_p
     assert report["mean_iou"] == pytest.approx(iou.mean(), abs=1e-12)
     assert report["mean_dice"] == pytest.approx((2 * hits[occurs] / (true + predicted)[occurs]).mean(), abs=1e-12)
     assert report["pixel_accuracy"] == pytest.approx((pred == label).mean(), abs=1e-12)
-
-    (workdir / "eval_12.json").unlink()
-    run_cli("eval.py", f"--workdir={workdir}", env=cli_env(tfds_dir, XLA_FLAGS=FOUR_DEVICES))
-    again = eval_json(workdir, 12)
-    for name in ("confusion", "mean_iou", "pixel_accuracy", "mean_dice", "count", "pixels"):
-        assert again[name] == report[name], name
-    assert again["loss"] == pytest.approx(report["loss"], rel=1e-6)
 
 
 @pytest.mark.skipif(not (SHARED / "planetoid").is_dir(), reason="needs ../shared/data/planetoid")

@@ -102,7 +102,7 @@ RUNS = [
                  {"conv3_1": {"depthwise": (3, 3, 1, 128), "pointwise": (128, 256), "bias": (256,)}},
                  id="vgg11-separable"),
     pytest.param("configs/ablation_conv.py:runlocal", ("--config.dataset.mock_examples=16",), RESNET8_FASHION_MNIST,
-                 {}, id="resnet8-ablation"),
+                 {}, id="resnet8-ablation", marks=pytest.mark.slow),  # the CIFAR ResNet trains in CI as cifar_resnet20
     pytest.param("configs/mnist_lenet5.py:runlocal", ("--config.dataset.mock_examples=16",), PUBLISHED["lenet5"][0],
                  {}, id="lenet5"),
     pytest.param("configs/cifar10_resnet.py:runlocal", ("--config.model.name=efficientnet_b0",),
