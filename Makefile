@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 	$(PY) eval.py --workdir=$(DEMO_DIR)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" -n 2 --dist worksteal --durations=15
+	$(PY) -m pytest -q -m "not slow" -n 2 --durations=15
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

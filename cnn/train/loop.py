@@ -66,6 +66,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
     primary = is_primary()  # the one process that writes config.json, logs, metrics and the progress bar
     if checkpoints.steps():
         check_resume_config(config, workdir, allow_config_change)
+    barrier("resume-config-read")  # every process has read config.json before process 0 rewrites it
     if primary:
         save_config(config, workdir)
         devices = jax.devices()
