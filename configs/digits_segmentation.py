@@ -8,7 +8,7 @@ Time:      not yet run in full here (1,250 steps; about 1.3 s a step on 2 shared
 Result:    not yet measured: a 300-step run on 1,000 canvases reached mean IoU 0.17 on 100 test canvases (still
            learning); the full run's mean IoU on the 500 test canvases (MNIST's test digits only) goes in README
            "Results" when it is made.
-Variant:   --config=configs/digits_segmentation.py:runlocal  (a narrow U-Net, 12 steps on 64 canvases; used by the tests)
+Variant:   --config=configs/digits_segmentation.py:runlocal  (12 steps of a narrow U-Net; used by the tests)
 
 The canvases are generated from ``../shared/data/mnist`` (``cnn/data/canvas.py``): train canvases from MNIST's
 train digits, test canvases from its test digits.
