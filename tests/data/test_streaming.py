@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnn.data import TrainStream, build_preprocess, make_source, sources
+from cnn.data import TrainStream, build_preprocess, files, make_source, sources
 from cnn.data.streaming import StreamingSplit, fit_image
 from cnn.errors import ConfigError, UserError
 
@@ -121,7 +121,7 @@ def test_image_folder_streams_the_same_images_it_loads(tmp_path, monkeypatch):
     # The first file, 12×20: resized to 8×13, then its centre 8 columns.
     first = np.asarray(Image.open(tmp_path / "test" / "a" / "0.png").resize((13, 8), Image.BILINEAR))
     np.testing.assert_array_equal(memory.images[0], first[:, 2:10])
-    monkeypatch.setattr(sources.ImageFolderSource, "STATS_SAMPLE", 3)
+    monkeypatch.setattr(files.ImageFolderSource, "STATS_SAMPLE", 3)
     sampled = make_source({**config, "streaming": True})
     assert sampled.spec.mean != in_memory.spec.mean  # statistics of 3 of the 8 train images
     with pytest.raises(ConfigError, match="channels must be 1"):

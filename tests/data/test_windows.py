@@ -7,7 +7,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from cnn.data import windows
 from cnn.data.canvas import Canvas
-from cnn.data.sources import NumpySource
+from cnn.data.files import NumpySource
 from cnn.data.windows import (
     BACKGROUND,
     WindowSource,
