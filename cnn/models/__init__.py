@@ -18,7 +18,7 @@ from cnn.models.fcn import FCN
 from cnn.models.gcn import GCN
 from cnn.models.lenet import LeNet5
 from cnn.models.mnist1d import Mnist1dCNN
-from cnn.models.resnet import BasicBlock, BottleneckBlock, CifarResNet, ResNet, WindowResNet
+from cnn.models.resnet import BasicBlock, BottleneckBlock, CifarResNet, ResNet, SmallImageResNet, WindowResNet
 from cnn.models.resnet3d import ResNet3d
 from cnn.models.small_cnn import SmallCNN
 from cnn.models.torchvision import load_torchvision as load_torchvision  # cnn.models.load_torchvision
@@ -58,6 +58,8 @@ MODELS.register("cifar_resnet32", partial(CifarResNet, stage_sizes=(5, 5, 5)))
 MODELS.register("cifar_resnet44", partial(CifarResNet, stage_sizes=(7, 7, 7)))
 MODELS.register("cifar_resnet56", partial(CifarResNet, stage_sizes=(9, 9, 9)))
 MODELS.register("cifar_resnet110", partial(CifarResNet, stage_sizes=(18, 18, 18)))
+# resnet18 with a 3×3 /1 stem and no max pool, for 32×32 images (the common CIFAR-10 ResNet-18)
+MODELS.register("cifar_resnet18", partial(SmallImageResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock))
 # ... without zero padding: a window classifier that runs fully convolutionally (cnn.models.fully_conv)
 MODELS.register("window_resnet8", partial(WindowResNet, stage_sizes=(1, 1, 1)))
 

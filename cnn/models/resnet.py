@@ -35,6 +35,12 @@ smaller than its input, and the shortcut reads the input at the centre of each o
 skip connections). On a 32×32 window with one block per stage: 30² stem, 26², 10², 2² stage outputs, stride 4;
 75,290 parameters with 10 classes (cifar_resnet20 less two basic blocks per stage).
 
+CIFAR ResNet-18 (``cifar_resnet18``): the ImageNet resnet18 on 32×32 images, the layout of the widely used
+CIFAR-10 training scripts (kuangliu/pytorch-cifar, and torch.compile benchmarks): a 3×3 /1 stem with no max pool,
+then the four stages of basic blocks [2, 2, 2, 2], 64 → 512 channels on 32², 16², 8², 4² maps, option B shortcuts.
+11,173,962 parameters with 10 classes (torchvision's resnet18 with ``conv1`` a 3×3 /1 convolution and ``maxpool``
+the identity has the same count).
+
 ``pool_window`` (default None: the classifier) makes the global average pool a windowed one (``cnn.models.fully_conv``).
 """
 
@@ -195,6 +201,13 @@ class CifarResNet(ResNet):
     stem: ClassVar[Layer] = Layer(3, 1, 1, 1)  # conv 3×3, padding 1
     stem_pool: ClassVar[Layer | None] = None
     shortcut: ClassVar[str] = "zero_pad"
+
+
+class SmallImageResNet(ResNet):
+    """An ImageNet ResNet with a stem for 32×32 images: 3×3 /1, no max pool (``cifar_resnet18``)."""
+
+    stem: ClassVar[Layer] = Layer(3, 1, 1, 1)  # conv 3×3, padding 1
+    stem_pool: ClassVar[Layer | None] = None
 
 
 class WindowResNet(CifarResNet):

@@ -43,6 +43,8 @@ PUBLISHED = {
     "cifar_resnet44": (658_586, 10, 32),
     "cifar_resnet56": (853_018, 10, 32),
     "cifar_resnet110": (1_727_962, 10, 32),
+    # torchvision's resnet18(num_classes=10) with conv1 = Conv2d(3, 64, 3, 1, 1, bias=False), maxpool = Identity
+    "cifar_resnet18": (11_173_962, 10, 32),
     "window_resnet8": (75_290, 10, 32),  # cifar_resnet20 less two basic blocks per stage (padding adds none)
     "efficientnet_b0": (5_288_548, 1000, 224),
     "efficientnet_b1": (7_794_184, 1000, 240),
@@ -99,6 +101,14 @@ def test_every_registered_model_has_a_published_count():
 def test_parameter_count(name):
     count, num_classes, size = PUBLISHED[name]
     assert num_params(create(name, num_classes=num_classes), (1, size, size, channels(name))) == count
+
+
+def test_cifar_resnet18_keeps_32x32_until_the_stages():
+    # 3×3 /1 stem and no max pool: the stages see 32², 16², 8², 4² (resnet18's stem would leave 8² for stage 1)
+    model = create("cifar_resnet18", num_classes=10, features_only=True)
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    stages = jax.eval_shape(lambda x: model.init_with_output(jax.random.PRNGKey(0), x)[0], x)
+    assert [s.shape for s in stages] == [(2, 32, 32, 64), (2, 16, 16, 128), (2, 8, 8, 256), (2, 4, 4, 512)]
 
 
 # One model per family at a small size; (name, size, second size); alexnet at its minimum 63.
