@@ -13,6 +13,7 @@ prepared before the clock starts (``python -m cnn.data.prepare mnist``: a one-of
 
 By default the sides run one after the other; ``--together`` runs them at the same time (on a machine with other
 load, both then see the same conditions). Torch is an optional dependency: without it only the project side runs.
+``--threads`` sets torch's threads: 1 where other jobs oversubscribe the cores (see ``benchmarks/vs_torch.py``).
 """
 
 from __future__ import annotations

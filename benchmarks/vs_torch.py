@@ -21,6 +21,9 @@ model by name, the task's loss, the optimizer, the compiled ``train_step`` that 
 flag of ``cnn/platform.py``). PyTorch runs eager NCHW, eager channels-last and ``torch.compile`` (default mode, of
 the NCHW model) for the first two models, eager NCHW for the others; ``--threads`` (default: every core) for torch.
 Both sides' parameter counts are printed and must agree (the same model), or the script stops.
+On a machine whose cores other jobs oversubscribe, torch's worker threads wait for each other spinning: pass
+``--threads 1`` there (a LeNet-5 step of batch 128 at load average 11 on 2 cores: 2.65 s with 2 threads, 0.33 s with
+1, 0.29 s and 0.02 s of CPU); on an idle machine, every core.
 
 The calls of one model's variants are interleaved round-robin (a load spike hits every variant alike) after one
 warm-up round (compilation); a variant's time is its median step. Also printed: float32 2048² matrix products in
