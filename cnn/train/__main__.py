@@ -26,6 +26,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from cnn.train.workdir import make_workdir
+
+    make_workdir(flags.FLAGS.workdir)  # a workdir that cannot be written fails before JAX starts
     from cnn.train import distributed
 
     distributed.initialize(flags.FLAGS.config.distributed)  # first: before anything starts a JAX backend

@@ -34,10 +34,13 @@ HARMLESS = ("eval_every_steps", "eval_every_epochs", "checkpoint_every_steps", "
             "dataset.manual_dir", "dataset.download", "dataset.num_workers", "dataset.streaming")
 
 
-def make_workdir(workdir: str) -> None:
-    """Create ``workdir``; a path that is a file or cannot be written is a one-line error."""
+def make_workdir(workdir: str, create: bool = True) -> None:
+    """Create ``workdir`` (or, ``create=False``, require it) and check that it can be written; a path that is a file,
+    is missing or cannot be written is a one-line error. Light (no JAX), so the CLIs call it first."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"--workdir={workdir} is a file, not a directory")
+    if not create and not os.path.isdir(workdir):
+        raise UserError(f"--workdir={workdir}: no such directory")
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write-test-{os.getpid()}")  # one per process: several may start here
