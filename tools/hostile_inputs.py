@@ -63,7 +63,7 @@ def _file(name: str, content: bytes = b"not a directory") -> Callable[[Path], No
 def _npz(**arrays) -> Callable[[Path], None]:
     def write(d: Path) -> None:
         rng = np.random.default_rng(0)
-        base = {"train_images": rng.integers(0, 255, (40, 8, 8, 1), np.uint8), "train_labels": np.arange(40) % 4,
+        base = {"train_images": rng.integers(0, 255, (80, 8, 8, 1), np.uint8), "train_labels": np.arange(80) % 4,
                 "test_images": rng.integers(0, 255, (12, 8, 8, 1), np.uint8), "test_labels": np.arange(12) % 4}
         base.update(arrays)
         np.savez(d / "data.npz", **{k: v for k, v in base.items() if v is not None})
@@ -277,10 +277,10 @@ CASES = [
          setup=_npz(test_labels=np.arange(12) % 4 + 3)),
     Case("numpy sources", "negative train labels",
          _train("--config.dataset.name=numpy", "--config.dataset.path={d}/data.npz"),
-         setup=_npz(train_labels=np.arange(40) % 4 - 1)),
+         setup=_npz(train_labels=np.arange(80) % 4 - 1)),
     Case("numpy sources", "float labels",
          _train("--config.dataset.name=numpy", "--config.dataset.path={d}/data.npz"),
-         setup=_npz(train_labels=(np.arange(40) % 4) + 0.5)),
+         setup=_npz(train_labels=(np.arange(80) % 4) + 0.5)),
     Case("numpy sources", "no test split", _train("--config.dataset.name=numpy", "--config.dataset.path={d}/data.npz"),
          setup=_npz(test_images=None, test_labels=None)),
     Case("numpy sources", "not an npz", _train("--config.dataset.name=numpy", "--config.dataset.path={d}/f"),
@@ -293,7 +293,7 @@ CASES = [
          needs_run=True),
     Case("corrupted checkpoints", "truncated metadata, eval", ["eval.py", "--workdir={d}/run"],
          setup=_truncate_metadata, needs_run=True),
-    Case("corrupted checkpoints", "flipped bytes, train resumes", _train("--config.num_steps=16", workdir="{d}/run"),
+    Case("corrupted checkpoints", "flipped bytes, train resumes", _train(workdir="{d}/run"),
          setup=_flip_data_file, needs_run=True, recovers="falling back to the previous one"),
     # sweeps
     Case("sweeps", "storage in a missing directory", ["sweep.py", RUNLOCAL, "--workdir={d}/s",

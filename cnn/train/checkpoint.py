@@ -203,8 +203,10 @@ class Checkpoints:
                 with open(path) as f:
                     json.load(f)
             except (OSError, ValueError) as error:
-                if self.read_only:
-                    raise UserError(f"checkpoint {os.path.dirname(path)} is unreadable ({error})") from None
+                if self.read_only:  # orbax opens no step of the directory while this one is there
+                    others = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit() and n != name)
+                    raise UserError(f"checkpoint {os.path.dirname(path)} is unreadable ({error}); move it out of "
+                                    f"{self.directory} to read the others {others} (train.py does so itself)") from None
                 aside = self._move_aside(int(name), reload=False)
                 log.warning("checkpoint at step %s is unreadable (%s); moved to %s", name, error, aside)
 

@@ -99,10 +99,18 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def read_config_json(path: str) -> dict:
+    """A run's ``config.json``; one that does not parse (truncated, edited by hand) is a one-line error."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except ValueError as error:
+            raise UserError(f"{path} is not a config written by train.py ({error})") from None
+
+
 def config_changes(config: ml_collections.ConfigDict, saved_path: str) -> list[tuple[str, object, object]]:
     """``(key, saved value, new value)`` of every key that differs from the run's saved config (JSON values)."""
-    with open(saved_path) as f:
-        saved = _flatten(json.load(f))
+    saved = _flatten(read_config_json(saved_path))
     new = _flatten(json.loads(config.to_json()))
 
     def moot(key: str) -> bool:  # a <name>_epochs duration is ignored while <name>_steps is set (and unchanged)

@@ -103,6 +103,24 @@ def test_numpy_source(tmp_path):
         make_source({"name": "numpy", "path": str(tmp_path / "bad.npz")})
 
 
+def test_a_file_that_is_not_an_npz_is_one_line(tmp_path):
+    (tmp_path / "text.npz").write_text("hello")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    np.savez(tmp_path / "whole.npz", train_images=np.zeros((4, 2, 2, 1)), train_labels=np.zeros(4, int))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:100])
+    for name in ("text.npz", "one.npy", "cut.npz"):
+        with pytest.raises(UserError, match=rf"^dataset 'numpy': .*/{name} is not a readable .npz of arrays \("):
+            make_source({"name": "numpy", "path": str(tmp_path / name)})
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    from cnn.data.prepare import main
+
+    (tmp_path / "f").write_text("")
+    assert main(["digits", f"--data_dir={tmp_path / 'f'}"]) == 2
+    assert capsys.readouterr().err == f"error: data_dir {tmp_path / 'f'} is a file, not a directory\n"
+
+
 def write_image_folder(root: Path, per_class: int = 6, size: int = 10) -> None:
     from PIL import Image
 

@@ -306,3 +306,23 @@ def test_two_corrupt_checkpoints_in_a_row_start_afresh(two_checkpoints, tmp_path
     finally:
         checkpoints.close()
     assert len(list(copy.glob("*.unreadable-*"))) == 2
+
+
+def test_a_config_json_that_does_not_parse_is_one_line(tmp_path):
+    from cnn.train.config import load_config
+
+    (tmp_path / "config.json").write_text('{"seed": 0, "mod')  # truncated
+    with pytest.raises(UserError, match=r"^.*/config.json is not a config written by train.py \(Unterminated"):
+        load_config(str(tmp_path))
+    with pytest.raises(UserError, match=r"config.json is not a config written by train.py"):
+        check_resume_config(get_config("runlocal"), str(tmp_path), allow_change=False)
+
+
+def test_eval_names_the_steps_it_could_read_past_an_unreadable_metadata_file(two_checkpoints, tmp_path):
+    directory = tmp_path / "checkpoints"
+    shutil.copytree(two_checkpoints, directory)
+    metadata = directory / "2" / "_CHECKPOINT_METADATA"
+    metadata.write_bytes(metadata.read_bytes()[:20])
+    with pytest.raises(UserError, match=rf"^checkpoint {directory}/2 is unreadable \(.*\); move it out of "
+                                        rf"{directory} to read the others \[1\] \(train.py does so itself\)$"):
+        Checkpoints(str(directory), best_metric=None, read_only=True)
