@@ -326,3 +326,21 @@ def test_eval_names_the_steps_it_could_read_past_an_unreadable_metadata_file(two
     with pytest.raises(UserError, match=rf"^checkpoint {directory}/2 is unreadable \(.*\); move it out of "
                                         rf"{directory} to read the others \[1\] \(train.py does so itself\)$"):
         Checkpoints(str(directory), best_metric=None, read_only=True)
+
+
+def test_orbax_logs_of_a_full_disk_are_dropped_and_other_logs_kept():
+    import logging
+
+    from cnn.train.checkpoint import _QuietWriteFailures
+
+    full = ValueError('RESOURCE_EXHAUSTED: Error writing local file "c/4/_sharding": No space left on device')
+
+    def record(path: str, level: int, error: Exception | None) -> logging.LogRecord:
+        return logging.LogRecord("absl", level, path, 1, "save failed", None, (type(error), error, None) if error
+                                 else None)
+
+    quiet = _QuietWriteFailures()
+    assert not quiet.filter(record("/venv/orbax/checkpoint/future.py", logging.ERROR, full))
+    assert quiet.filter(record("/venv/orbax/checkpoint/future.py", logging.ERROR, ValueError("other")))
+    assert quiet.filter(record("/venv/orbax/checkpoint/future.py", logging.WARNING, None))
+    assert quiet.filter(record("/work/cnn/train/loop.py", logging.ERROR, full))
