@@ -152,8 +152,9 @@ def _wait_for(path: Path, timeout: float = 240) -> None:
 
 
 def _start(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with open(log, "w") as err:
-        return subprocess.Popen([PYTHON, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    with open(log, "w") as err:  # SIGINT as at a terminal (a background shell starts its children ignoring it)
+        return subprocess.Popen([PYTHON, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _long_run(d: Path) -> list[str]:

@@ -9,6 +9,7 @@ from cnn.platform import configure_xla_cpu
 
 configure_xla_cpu()  # before JAX starts
 
+import signal  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
@@ -34,6 +35,7 @@ def main(argv: list[str]) -> int:
     distributed.initialize(flags.FLAGS.config.distributed)  # first: before anything starts a JAX backend
     from cnn.train.loop import train_and_evaluate
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: "interrupted at step N", the lock released
     metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.allow_config_change)
     if distributed.is_primary():
         scalars = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items() if isinstance(value, float))
