@@ -47,6 +47,10 @@ class NumpySource:
         if "train" not in splits or any(f"{s}_labels" not in self.arrays for s in splits):
             raise UserError(f"{path}: expected arrays train_images, train_labels (and <split>_images/_labels for "
                             f"other splits), got {sorted(self.arrays)}")
+        floats = [f"{s}_labels ({self.arrays[f'{s}_labels'].dtype})" for s in splits
+                  if not np.issubdtype(self.arrays[f"{s}_labels"].dtype, np.integer)]
+        if floats:  # a cast would truncate 2.7 to 2 without a word
+            raise UserError(f"{path}: labels must be integers (class indices), got {', '.join(floats)}")
         train = self.arrays["train_images"]
         if train.ndim < 3:
             raise UserError(f"{path}: train_images must be (N, *spatial, channels), got shape {train.shape}")

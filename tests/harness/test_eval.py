@@ -92,3 +92,14 @@ def test_eval_step_best_without_a_best_metric_is_one_line(trained_copy):
     assert parse_step("12") == 12
     with pytest.raises(UserError, match=r"--step=last: expected a step number or 'best'"):
         parse_step("last")
+
+
+def test_conflicting_step_flags_are_refused():
+    from cnn.errors import UserError
+    from cnn.train.evaluate import select_steps
+
+    with pytest.raises(UserError, match=r"^--all and --step=4 contradict each other: give one of them$"):
+        select_steps([4, 8], 4, all_steps=True)
+    with pytest.raises(UserError, match=r"^--step=best: no kept checkpoint has a value of the best metric"):
+        select_steps([4, 8], "best", all_steps=False, best=None)
+    assert select_steps([4, 8, 12], "best", all_steps=False, best=8) == [8]
