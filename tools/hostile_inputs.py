@@ -20,7 +20,6 @@ outcomes per class and writes ``hostile_inputs.json`` with every case's command,
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -136,13 +135,6 @@ def _tiny_disk(d: Path) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(d / "disk")], check=True)
 
 
-def _without_root_overrides() -> None:
-    """Root writes through mode bits; without CAP_DAC_OVERRIDE/READ_SEARCH (bounding set) it cannot."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):
-        libc.prctl(24, capability, 0, 0, 0)
-
-
 # --- scenarios of several processes --------------------------------------------------------------------------------
 
 def _wait_for(path: Path, timeout: float = 240) -> None:
@@ -153,8 +145,8 @@ def _wait_for(path: Path, timeout: float = 240) -> None:
 
 def _start(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
     with open(log, "w") as err:  # SIGINT as at a terminal (a background shell starts its children ignoring it)
-        return subprocess.Popen([PYTHON, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        return subprocess.Popen(["env", "--default-signal=INT", PYTHON, *argv], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
 
 
 def _long_run(d: Path) -> list[str]:
@@ -364,9 +356,11 @@ def run_case(case: Case, directory: Path, trained: Path, env: dict) -> dict:
                         "    sys.exit(2)"]
             else:
                 argv = [arg.replace("{d}", str(directory)) for arg in case.argv]
-            drop = _without_root_overrides if case.setup is _read_only and os.geteuid() == 0 else None
-            result = subprocess.run([PYTHON, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                                    preexec_fn=drop)
+            # Root writes through mode bits: without CAP_DAC_OVERRIDE/READ_SEARCH it cannot.
+            drop = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+                    if case.setup is _read_only and os.geteuid() == 0 else [])
+            result = subprocess.run([*drop, PYTHON, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                                    timeout=600)
             status, stderr = result.returncode, result.stderr
     except subprocess.TimeoutExpired:
         stderr = "time-out"

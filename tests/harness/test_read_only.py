@@ -2,13 +2,12 @@
 written; each fails before JAX starts.
 
 The tests run as root on the CI machine, where mode bits do not stop a write. There the CLIs run without the
-capabilities that let root pass them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH: dropped from the bounding set, so the
-program exec'd does not get them), so a 0555 directory binds them as it binds its owner. (Running them as nobody
-does not work here: the interpreter lies under /root, which only root may enter.)"""
+capabilities that let root pass them (``setpriv`` drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
+set), so a 0555 directory binds them as it binds its owner. (Running them as nobody does not work here: the
+interpreter lies under /root, which only root may enter.)"""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -17,14 +16,8 @@ from pathlib import Path
 from configs.default import get_config
 from tests.harness.conftest import ROOT
 
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # <linux/prctl.h>, <linux/capability.h>
-
-
-def _without_root_overrides() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {capability})")
+# Root keeps its uid but loses the two capabilities that override mode bits, in the program exec'd.
+WITHOUT_ROOT_OVERRIDES = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
 
 def _contents(path: Path) -> list[tuple[str, int]]:
@@ -53,10 +46,10 @@ def test_read_only_workdir_and_sweep_storage_are_one_line_and_write_nothing(tmp_
             ["sweep.py", "--config=configs/default.py:runlocal", f"--workdir={sweep_workdir}", f"--storage={storage}"],
     }
     # Started together: each is a Python start-up and a config file, no JAX.
+    prefix = WITHOUT_ROOT_OVERRIDES if os.geteuid() == 0 else []
     processes = {expected: subprocess.Popen(
-        [sys.executable, str(ROOT / script), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=_without_root_overrides if os.geteuid() == 0 else None)
-        for expected, (script, *args) in commands.items()}
+        [*prefix, sys.executable, str(ROOT / script), *args], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for expected, (script, *args) in commands.items()}
     try:
         for expected, process in processes.items():
             _, stderr = process.communicate(timeout=120)

@@ -160,11 +160,10 @@ def test_tensorboard_events_hold_train_and_eval_scalars(trained_run):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_stops_with_one_line_naming_the_step(tmp_path, tfds_dir, signum):
     workdir = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *train_args(workdir, "--config.num_steps=100000",
-                                                             "--config.checkpoint_every_steps=4")],
-        cwd=ROOT, env=cli_env(tfds_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell ignores SIGINT
+    process = subprocess.Popen(  # env --default-signal: SIGINT as at a terminal (a background shell ignores it)
+        ["env", "--default-signal=INT", sys.executable, str(ROOT / "train.py"),
+         *train_args(workdir, "--config.num_steps=100000", "--config.checkpoint_every_steps=4")],
+        cwd=ROOT, env=cli_env(tfds_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while not (workdir / "checkpoints" / "4").exists() and process.poll() is None:
         time.sleep(0.2)
     process.send_signal(signum)
