@@ -70,15 +70,17 @@ def digests(tree) -> dict[str, str]:
             for name, a in _host_arrays(tree).items()}
 
 
-class _QuietWriteFailures(logging.Filter):
+class _QuietReportedFailures(logging.Filter):
     """Orbax logs a failed background write (a full disk) with its traceback from each of its threads, dozens of
-    lines; the save reports it as one line (``Checkpoints._write_error``), so those records are dropped."""
+    lines, and a Ctrl-C that lands while it waits for a save with another; the save reports the first as one line
+    (``Checkpoints._write_error``), the training loop the second, so those records are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
             return True
-        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
-        return not any(reason in text for reason in WRITE_FAILURES)
+        error = record.exc_info[1] if record.exc_info else None
+        text = record.getMessage() + str(error or "")
+        return not (isinstance(error, KeyboardInterrupt) or any(reason in text for reason in WRITE_FAILURES))
 
 
 def _ignore_callbacks_into_closed_loops() -> None:
@@ -133,8 +135,8 @@ class Checkpoints:
         self.read_only = read_only
         if not read_only:
             check_shared_directory(self.directory)
-            if not any(isinstance(f, _QuietWriteFailures) for f in logging.getLogger("absl").filters):
-                logging.getLogger("absl").addFilter(_QuietWriteFailures())  # orbax logs through absl
+            if not any(isinstance(f, _QuietReportedFailures) for f in logging.getLogger("absl").filters):
+                logging.getLogger("absl").addFilter(_QuietReportedFailures())  # orbax logs through absl
         self._set_aside_unreadable_metadata()
         barrier("checkpoints-set-aside")  # every process opens the directory as process 0 left it
         self.manager = ocp.CheckpointManager(

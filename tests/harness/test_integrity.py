@@ -328,10 +328,10 @@ def test_eval_names_the_steps_it_could_read_past_an_unreadable_metadata_file(two
         Checkpoints(str(directory), best_metric=None, read_only=True)
 
 
-def test_orbax_logs_of_a_full_disk_are_dropped_and_other_logs_kept():
+def test_orbax_logs_of_a_full_disk_or_ctrl_c_are_dropped_and_other_logs_kept():
     import logging
 
-    from cnn.train.checkpoint import _QuietWriteFailures
+    from cnn.train.checkpoint import _QuietReportedFailures
 
     full = ValueError('RESOURCE_EXHAUSTED: Error writing local file "c/4/_sharding": No space left on device')
 
@@ -339,8 +339,9 @@ def test_orbax_logs_of_a_full_disk_are_dropped_and_other_logs_kept():
         return logging.LogRecord("absl", level, path, 1, "save failed", None, (type(error), error, None) if error
                                  else None)
 
-    quiet = _QuietWriteFailures()
+    quiet = _QuietReportedFailures()
     assert not quiet.filter(record("/venv/orbax/checkpoint/future.py", logging.ERROR, full))
+    assert not quiet.filter(record("/venv/orbax/checkpoint/checkpoint_manager.py", logging.ERROR, KeyboardInterrupt()))
     assert quiet.filter(record("/venv/orbax/checkpoint/future.py", logging.ERROR, ValueError("other")))
     assert quiet.filter(record("/venv/orbax/checkpoint/future.py", logging.WARNING, None))
     assert quiet.filter(record("/work/cnn/train/loop.py", logging.ERROR, full))
