@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -14,13 +15,15 @@ from cnn.errors import UserError
 USER_ERROR_STATUS = 2
 INTERNAL_ERROR_STATUS = 70  # EX_SOFTWARE of sysexits.h: an internal software error
 INTERNAL_ERROR = "internal error (a bug, please report): "
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 HELP_FLAGS = {"--help", "-?", "--helpshort", "--helpfull", "--helpxml"}
 
 
 def run_cli(main: Callable[[list[str]], int]) -> int:
-    """Run an absl ``main``; a :class:`UserError` prints ``error: ...`` on stderr and exits 2, no traceback. Any other
-    exception is a bug: its traceback, then ``internal error (a bug, please report): <type>: <message>`` as the last
-    line (which a sweep records), and exit status 70, so that a script can tell it from a user error."""
+    """Run an absl ``main``; a :class:`UserError`, or a file that cannot be written because the disk is full or
+    read-only, prints ``error: ...`` on stderr and exits 2, no traceback. Any other exception is a bug: its
+    traceback, then ``internal error (a bug, please report): <type>: <message>`` as the last line (which a sweep
+    records), and exit status 70, so that a script can tell it from a user error."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import app
 
@@ -36,6 +39,11 @@ def run_cli(main: Callable[[list[str]], int]) -> int:
         except app.UsageError:
             raise  # absl prints the usage
         except Exception as error:
+            if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+                # Any file of a run (metrics, events, config.json) may meet a full or read-only disk: not a bug.
+                print(f"error: cannot write {error.filename or 'a file'} ({error.strerror}): free space (or make it "
+                      "writable) and rerun the same command to resume", file=sys.stderr)
+                return USER_ERROR_STATUS
             traceback.print_exc()
             message = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
             print(f"{INTERNAL_ERROR}{type(error).__name__}: {message}", file=sys.stderr)

@@ -5,8 +5,8 @@ protocol. Published test ACC / AUC at 28³ (Yang et al. 2023, table): ResNet-18+
 Command:   python train.py --config=configs/adrenal3d.py --workdir=runs/adrenal3d            (28³, 3D convolutions)
            python train.py --config=configs/adrenal3d.py:64 --workdir=runs/adrenal3d_64      (64³)
            python train.py --config=configs/adrenal3d.py:acs --workdir=runs/adrenal3d_acs    (ACS convolutions)
-           then: python eval.py --workdir=W --split=test --step=S, S the step of the best validation AUC (the
-           checkpoint kept as best: the eval_<step>.json with the largest roc_auc)
+           then: python eval.py --workdir=W --split=test --step=best (the checkpoint with the best validation
+           AUC: config.checkpoint.best_metric)
 Hardware:  an accelerator. Not run here: on 2 CPU cores one step at 28³ takes seconds (3,700 steps at 28³).
 Result:    README "Results" (not yet run).
 Variant:   runlocal (a narrow ResNet-10, 4 steps; used by the tests); joined by commas, e.g. :64,acs

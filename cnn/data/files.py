@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,12 +36,21 @@ class NumpySource:
     def __init__(self, path: str):
         if not path or not os.path.isfile(path):
             raise UserError(f"dataset 'numpy': config.dataset.path={path!r} is not a file")
-        with np.load(path, allow_pickle=False) as arrays:
-            self.arrays = {k: arrays[k] for k in arrays.files}
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                self.arrays = {k: arrays[k] for k in arrays.files}
+        except (EOFError, OSError, TypeError, ValueError, zipfile.BadZipFile) as error:
+            # not an .npz (another file: ValueError; one .npy array: TypeError, no context manager), or a damaged one
+            reason = next(iter(str(error).splitlines()), type(error).__name__)
+            raise UserError(f"dataset 'numpy': {path} is not a readable .npz of arrays ({reason})") from None
         splits = tuple(sorted(k[: -len("_images")] for k in self.arrays if k.endswith("_images")))
         if "train" not in splits or any(f"{s}_labels" not in self.arrays for s in splits):
             raise UserError(f"{path}: expected arrays train_images, train_labels (and <split>_images/_labels for "
                             f"other splits), got {sorted(self.arrays)}")
+        floats = [f"{s}_labels ({self.arrays[f'{s}_labels'].dtype})" for s in splits
+                  if not np.issubdtype(self.arrays[f"{s}_labels"].dtype, np.integer)]
+        if floats:  # a cast would truncate 2.7 to 2 without a word
+            raise UserError(f"{path}: labels must be integers (class indices), got {', '.join(floats)}")
         train = self.arrays["train_images"]
         if train.ndim < 3:
             raise UserError(f"{path}: train_images must be (N, *spatial, channels), got shape {train.shape}")

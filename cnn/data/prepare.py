@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--download", action="store_true", help="let TFDS download when no manual_dir is given")
     parser.add_argument("--streaming", action="store_true", help="write ArrayRecord files, for streaming")
     args = parser.parse_args(argv)
-    source = TfdsSource(args.dataset, args.data_dir, args.manual_dir, args.download,
-                        streaming=True if args.streaming else None)
     try:
+        source = TfdsSource(args.dataset, args.data_dir, args.manual_dir, args.download,
+                            streaming=True if args.streaming else None)
         builder = source.prepare()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

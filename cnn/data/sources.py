@@ -156,6 +156,8 @@ class TfdsSource:
         self.name, self.dataset = name, dataset or TFDS_DATASETS[name]
         self.spec = self.dataset.spec
         self.data_dir, self.manual_dir, self.download = resolve_data_dir(data_dir), manual_dir, download
+        if os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
+            raise UserError(f"data_dir {self.data_dir} is a file, not a directory")
         self.mock_examples = mock_examples  # > 0: random examples from tfds.testing.mock_data, for tests
         self.streaming, self.workers = streaming, workers  # streaming None: only splits too large for memory
         # None: whatever a prepared copy holds, TFRecord for a new one.

@@ -26,6 +26,7 @@ import numpy as np
 from cnn.errors import UserError
 
 ReadExample = Callable[[int], tuple[np.ndarray, int]]
+CheckLabels = Callable[[np.ndarray], None]
 
 
 def default_workers() -> int:
@@ -57,13 +58,17 @@ def fit_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 class StreamingSplit:
-    """``length`` examples, each read by ``read(index) -> (image, label)`` when a batch asks for it."""
+    """``length`` examples, each read by ``read(index) -> (image, label)`` when a batch asks for it.
+
+    Its labels are seen only when read, so ``check_labels`` (set by the task that learns from the split:
+    ``Task.check_split``) checks those of every gathered batch."""
 
     def __init__(self, read: ReadExample, length: int, image_shape: Sequence[int], workers: int = 0):
         if length < 1:
             raise UserError("a streaming split needs at least one example")
         self.read, self.length, self.image_shape = read, length, tuple(image_shape)
         self.workers = workers or default_workers()
+        self.check_labels: CheckLabels | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     def __len__(self) -> int:
@@ -84,4 +89,7 @@ class StreamingSplit:
         chunks = np.array_split(np.asarray(indices), min(self.workers, max(len(indices), 1)))
         examples = [example for chunk in self._pool.map(self._read_many, chunks) for example in chunk]
         images = np.stack([image for image, _ in examples]) if examples else np.zeros((0, *self.image_shape), np.uint8)
-        return images, np.asarray([label for _, label in examples], np.int32)
+        labels = np.asarray([label for _, label in examples], np.int32)
+        if self.check_labels is not None:
+            self.check_labels(labels)
+        return images, labels

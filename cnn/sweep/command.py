@@ -17,6 +17,7 @@ from cnn.sweep.definition import load_sweep, parse_sweep
 from cnn.sweep.runner import SweepInterrupted, SweepRunner
 from cnn.sweep.study import SweepStudy, default_storage
 from cnn.sweep.summary import write_summary
+from cnn.train.workdir import make_workdir
 
 
 @dataclass
@@ -49,7 +50,7 @@ def run_sweep(options: SweepOptions, summarize_only: bool = False) -> int:
         sweep_study.open_existing()
         return _report(sweep_study, options.workdir, name)
 
-    os.makedirs(options.workdir, exist_ok=True)
+    make_workdir(options.workdir)
     lock = _lock_sqlite(storage)
     try:
         sweep_study = SweepStudy(storage, name, sweep, options.heartbeat_seconds)

@@ -10,6 +10,7 @@ come from per-example outputs collected in split order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from cnn.data import ArraySplit, DatasetSpec, TrainStream, eval_batches
 from cnn.data.preprocess import Preprocess
+from cnn.data.streaming import StreamingSplit
 from cnn.errors import ConfigError, UserError
 
 Batch = dict[str, np.ndarray]
@@ -101,6 +103,9 @@ class Task:
         """Fail with one line, naming the split and the offending values, on labels the task cannot learn from."""
         if isinstance(split, ArraySplit):
             check_labels(split.labels, self.spec.num_classes, f"split {name!r}", self.ignore_label)
+        elif isinstance(split, StreamingSplit):  # labels unknown until read: every gathered batch is checked
+            split.check_labels = functools.partial(check_labels, num_classes=self.spec.num_classes,
+                                                   where=f"split {name!r} (streamed)", ignore_label=self.ignore_label)
 
     def check_batch(self, batch: Batch) -> None:
         """One line naming the key and the expected shape, for a batch that does not hold what the task reads."""

@@ -9,6 +9,7 @@ from cnn.platform import configure_xla_cpu
 
 configure_xla_cpu()  # before JAX starts
 
+import signal  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
@@ -26,11 +27,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from cnn.train.workdir import make_workdir
+
+    make_workdir(flags.FLAGS.workdir)  # a workdir that cannot be written fails before JAX starts
     from cnn.train import distributed
 
     distributed.initialize(flags.FLAGS.config.distributed)  # first: before anything starts a JAX backend
     from cnn.train.loop import train_and_evaluate
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: "interrupted at step N", the lock released
     metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.allow_config_change)
     if distributed.is_primary():
         scalars = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items() if isinstance(value, float))

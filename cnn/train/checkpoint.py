@@ -70,6 +70,19 @@ def digests(tree) -> dict[str, str]:
             for name, a in _host_arrays(tree).items()}
 
 
+class _QuietReportedFailures(logging.Filter):
+    """Orbax logs a failed background write (a full disk) with its traceback from each of its threads, dozens of
+    lines, and a Ctrl-C that lands while it waits for a save with another; the save reports the first as one line
+    (``Checkpoints._write_error``), the training loop the second, so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        text = record.getMessage() + str(error or "")
+        return not (isinstance(error, KeyboardInterrupt) or any(reason in text for reason in WRITE_FAILURES))
+
+
 def _ignore_callbacks_into_closed_loops() -> None:
     """After a failed restore, TensorStore completes the reads still in flight into the event loop orbax has
     closed: each one printed ``RuntimeError: Event loop is closed`` as an unraisable exception (thousands of lines
@@ -122,6 +135,8 @@ class Checkpoints:
         self.read_only = read_only
         if not read_only:
             check_shared_directory(self.directory)
+            if not any(isinstance(f, _QuietReportedFailures) for f in logging.getLogger("absl").filters):
+                logging.getLogger("absl").addFilter(_QuietReportedFailures())  # orbax logs through absl
         self._set_aside_unreadable_metadata()
         barrier("checkpoints-set-aside")  # every process opens the directory as process 0 left it
         self.manager = ocp.CheckpointManager(
@@ -203,8 +218,10 @@ class Checkpoints:
                 with open(path) as f:
                     json.load(f)
             except (OSError, ValueError) as error:
-                if self.read_only:
-                    raise UserError(f"checkpoint {os.path.dirname(path)} is unreadable ({error})") from None
+                if self.read_only:  # orbax opens no step of the directory while this one is there
+                    others = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit() and n != name)
+                    raise UserError(f"checkpoint {os.path.dirname(path)} is unreadable ({error}); move it out of "
+                                    f"{self.directory} to read the others {others} (train.py does so itself)") from None
                 aside = self._move_aside(int(name), reload=False)
                 log.warning("checkpoint at step %s is unreadable (%s); moved to %s", name, error, aside)
 

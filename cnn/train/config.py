@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from types import ModuleType
 
@@ -15,6 +14,7 @@ from cnn.models import MODELS
 from cnn.tasks import TASKS
 from cnn.train.optim import OPTIMIZERS, SCHEDULES
 from cnn.train.precision import policy_of
+from cnn.train.workdir import read_config_json
 
 CONFIG_FILE = "config.json"
 
@@ -139,5 +139,4 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise UserError(f"--workdir={workdir}: no {CONFIG_FILE} there (is it the workdir of a training run?)")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(read_config_json(path))

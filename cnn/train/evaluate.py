@@ -18,15 +18,33 @@ from cnn.train.checkpoint import Checkpoints, CorruptCheckpointError
 from cnn.train.config import load_config
 from cnn.train.distributed import is_primary
 from cnn.train.experiment import plan_evaluation
+from cnn.train.workdir import make_workdir
+
+BEST = "best"  # --step=best: the checkpoint with the best value of the run's checkpoint.best_metric
 
 
-def select_steps(available: list[int], step: int | None, all_steps: bool) -> list[int]:
+def parse_step(value: str | None) -> int | str | None:
+    """``--step``'s value: None (the latest), ``"best"`` or a step number."""
+    if value is None or value == BEST:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"--step={value}: expected a step number or 'best'") from None
+
+
+def select_steps(available: list[int], step: int | str | None, all_steps: bool, best: int | None = None) -> list[int]:
+    """The steps to evaluate: every kept one, the latest, ``step``, or (``step="best"``) ``best``."""
     if all_steps and step is not None:
         raise UserError(f"--all and --step={step} contradict each other: give one of them")
     if all_steps:
         return available
     if step is None:
         return available[-1:]
+    if step == BEST:
+        if best is None:
+            raise UserError(f"--step=best: no kept checkpoint has a value of the best metric; available: {available}")
+        return [best]
     if step not in available:
         raise UserError(f"--step={step}: no checkpoint at that step; available: {available}")
     return [step]
@@ -36,11 +54,13 @@ def _json_ready(value):
     return value.tolist() if isinstance(value, np.ndarray) else value
 
 
-def evaluate_checkpoints(workdir: str, step: int | None = None, all_steps: bool = False, split: str | None = None,
+def evaluate_checkpoints(workdir: str, step: int | str | None = None, all_steps: bool = False, split: str | None = None,
                          save_predictions: bool = False) -> list[dict]:
-    if not os.path.isdir(workdir):
-        raise UserError(f"--workdir={workdir}: no such directory")
+    make_workdir(workdir, create=False)  # eval_<step>.json is written there
     config = load_config(workdir)
+    if step == BEST and not config.checkpoint.best_metric:
+        raise UserError(f"--step=best: the run in {workdir} has no checkpoint.best_metric (config.json), so no "
+                        "checkpoint is the best; give --step=N")
     plan = plan_evaluation(config, workdir, split)
     exp, task, checkpoints = plan.experiment, plan.task, plan.checkpoints
     results = []
@@ -48,7 +68,7 @@ def evaluate_checkpoints(workdir: str, step: int | None = None, all_steps: bool 
         available = checkpoints.steps()
         if not available:
             raise UserError(f"--workdir={workdir}: no checkpoints in {checkpoints.directory}")
-        for chosen in select_steps(available, step, all_steps):
+        for chosen in select_steps(available, step, all_steps, checkpoints.best_step()):
             state = _restore(checkpoints, chosen, exp.abstract_state())
             metrics, totals = exp.evaluate(state, plan.eval_split, keep_examples=save_predictions,
                                            keep_first=task.report_examples)

@@ -34,10 +34,13 @@ HARMLESS = ("eval_every_steps", "eval_every_epochs", "checkpoint_every_steps", "
             "dataset.manual_dir", "dataset.download", "dataset.num_workers", "dataset.streaming")
 
 
-def make_workdir(workdir: str) -> None:
-    """Create ``workdir``; a path that is a file or cannot be written is a one-line error."""
+def make_workdir(workdir: str, create: bool = True) -> None:
+    """Create ``workdir`` (or, ``create=False``, require it) and check that it can be written; a path that is a file,
+    is missing or cannot be written is a one-line error. Light (no JAX), so the CLIs call it first."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"--workdir={workdir} is a file, not a directory")
+    if not create and not os.path.isdir(workdir):
+        raise UserError(f"--workdir={workdir}: no such directory")
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write-test-{os.getpid()}")  # one per process: several may start here
@@ -96,10 +99,18 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def read_config_json(path: str) -> dict:
+    """A run's ``config.json``; one that does not parse (truncated, edited by hand) is a one-line error."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except ValueError as error:
+            raise UserError(f"{path} is not a config written by train.py ({error})") from None
+
+
 def config_changes(config: ml_collections.ConfigDict, saved_path: str) -> list[tuple[str, object, object]]:
     """``(key, saved value, new value)`` of every key that differs from the run's saved config (JSON values)."""
-    with open(saved_path) as f:
-        saved = _flatten(json.load(f))
+    saved = _flatten(read_config_json(saved_path))
     new = _flatten(json.loads(config.to_json()))
 
     def moot(key: str) -> bool:  # a <name>_epochs duration is ignored while <name>_steps is set (and unchanged)

@@ -103,6 +103,47 @@ def test_numpy_source(tmp_path):
         make_source({"name": "numpy", "path": str(tmp_path / "bad.npz")})
 
 
+def test_a_file_that_is_not_an_npz_of_integer_labels_is_one_line(tmp_path):
+    (tmp_path / "text.npz").write_text("hello")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    np.savez(tmp_path / "whole.npz", train_images=np.zeros((4, 2, 2, 1)), train_labels=np.zeros(4, int))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:100])
+    for name in ("text.npz", "one.npy", "cut.npz"):
+        with pytest.raises(UserError, match=rf"^dataset 'numpy': .*/{name} is not a readable .npz of arrays \("):
+            make_source({"name": "numpy", "path": str(tmp_path / name)})
+    np.savez(tmp_path / "floats.npz", train_images=np.zeros((4, 2, 2, 1)), train_labels=np.array([0, 1.7, 2, 1]))
+    with pytest.raises(UserError, match=r"floats.npz: labels must be integers \(class indices\), got train_labels "
+                                        r"\(float64\)$"):
+        make_source({"name": "numpy", "path": str(tmp_path / "floats.npz")})
+
+
+@pytest.mark.parametrize(("split", "labels", "message"), [
+    ("test", np.array([0, 3, 4, 5, 1]), r"^split 'test': 2 label\(s\) outside 0\.\.3: \[4, 5\]$"),
+    ("train", np.array([0, 1, 2, 3, -1, 0, 1, 2]), r"^split 'train': 1 label\(s\) outside 0\.\.3: \[-1\]$"),
+])
+def test_numpy_labels_outside_the_classes_name_the_split_and_values(tmp_path, split, labels, message):
+    from cnn.tasks import make_task
+    from configs.default import get_config
+
+    arrays = {"train_images": np.zeros((8, 4, 4, 1), np.uint8), "train_labels": np.arange(8) % 4,
+              "test_images": np.zeros((5, 4, 4, 1), np.uint8), "test_labels": np.arange(5) % 4}
+    arrays[f"{split}_labels"] = labels
+    np.savez(tmp_path / "d.npz", **arrays)
+    source = make_source({"name": "numpy", "path": str(tmp_path / "d.npz")})
+    if split == "train":  # num_classes comes from the train labels' maximum: 4 here too
+        assert source.spec.num_classes == 4
+    with pytest.raises(UserError, match=message):
+        make_task(get_config("runlocal"), source.spec).check_split(source.load(split), split)
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    from cnn.data.prepare import main
+
+    (tmp_path / "f").write_text("")
+    assert main(["digits", f"--data_dir={tmp_path / 'f'}"]) == 2
+    assert capsys.readouterr().err == f"error: data_dir {tmp_path / 'f'} is a file, not a directory\n"
+
+
 def write_image_folder(root: Path, per_class: int = 6, size: int = 10) -> None:
     from PIL import Image
 

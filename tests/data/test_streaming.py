@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnn.data import TrainStream, build_preprocess, files, make_source, sources
+from cnn.data import DatasetSpec, TrainStream, build_preprocess, files, make_source, sources
 from cnn.data.streaming import StreamingSplit, fit_image
 from cnn.errors import ConfigError, UserError
 
@@ -126,3 +126,19 @@ def test_image_folder_streams_the_same_images_it_loads(tmp_path, monkeypatch):
     assert sampled.spec.mean != in_memory.spec.mean  # statistics of 3 of the 8 train images
     with pytest.raises(ConfigError, match="channels must be 1"):
         make_source({**config, "channels": 4})
+
+
+def test_a_streamed_label_out_of_range_stops_the_batch_that_reads_it():
+    from cnn.tasks import make_task
+    from configs.default import get_config
+
+    spec = DatasetSpec(num_classes=10, image_shape=(2, 2, 1), scale=1.0, mean=(0.0,), std=(1.0,))
+    labels = {i: i % 10 for i in range(40)} | {29: 12, 33: -1}  # two bad labels, met only when read
+    split = StreamingSplit(lambda i: (np.zeros((2, 2, 1), np.uint8), labels[i]), 40, (2, 2, 1), workers=2)
+    make_task(get_config("runlocal"), spec).check_split(split, "train")
+    np.testing.assert_array_equal(split.gather(np.arange(29))[1], np.arange(29) % 10)  # good examples pass
+    with pytest.raises(UserError, match=r"^split 'train' \(streamed\): 2 label\(s\) outside 0\.\.9: \[-1, 12\]$"):
+        split.gather(np.arange(20, 40))
+    stream = TrainStream(split, build_preprocess("decode", spec), 40, seed=0)
+    with pytest.raises(UserError, match=r"split 'train' \(streamed\)"):
+        stream.batch(0)

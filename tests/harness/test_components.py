@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 
 import jax
@@ -246,6 +247,10 @@ def test_checkpoints_keep_latest_and_best(tmp_path):
 @pytest.mark.parametrize(("raised", "status", "last_line"), [
     (ConfigError("config.batch_size must be positive, got 0"), 2, "error: config.batch_size must be positive, got 0"),
     (KeyError("params"), 70, "internal error (a bug, please report): KeyError: 'params'"),
+    (OSError(errno.ENOSPC, "No space left on device", "/w/metrics.jsonl"), 2, "error: cannot write /w/metrics.jsonl "
+     "(No space left on device): free space (or make it writable) and rerun the same command to resume"),
+    (OSError(errno.ENOENT, "No such file or directory", "/w/x"), 70,
+     "internal error (a bug, please report): FileNotFoundError: [Errno 2] No such file or directory: '/w/x'"),
     (RuntimeError("shapes differ\n(details)"), 70,
      "internal error (a bug, please report): RuntimeError: shapes differ"),
 ])

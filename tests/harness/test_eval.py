@@ -7,6 +7,7 @@ import shutil
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cnn.data import make_source
 from cnn.models import create
@@ -65,3 +66,40 @@ def test_checkpoint_that_does_not_match_config_is_one_line_error(trained_copy, e
     result = evaluate(f"--workdir={tmp_path}", check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "does not match the config" in result.stderr
+
+
+def test_eval_step_best_evaluates_the_checkpoint_with_the_best_metric(trained_copy, evaluate):
+    # runlocal evaluates at steps 6 and 12 and checkpoints at 4, 8 and 12, so only step 12 holds a metric. Step 8 gets
+    # a better accuracy, where orbax keeps it (<step>/metrics/metrics), so that the best is not the latest.
+    planted = trained_copy / "checkpoints" / "8" / "metrics"
+    shutil.copytree(trained_copy / "checkpoints" / "12" / "metrics", planted)
+    recorded = json.loads((planted / "metrics").read_text())
+    (planted / "metrics").write_text(json.dumps({**recorded, "accuracy": recorded["accuracy"] + 0.5}))
+    result = evaluate(f"--workdir={trained_copy}", "--step=best")
+    assert result.stdout.strip().endswith("(step 8)")
+    assert (trained_copy / "eval_8.json").exists() and not (trained_copy / "eval_12.json").exists()
+
+
+def test_eval_step_best_without_a_best_metric_is_one_line(trained_copy):
+    from cnn.errors import UserError
+    from cnn.train.evaluate import evaluate_checkpoints, parse_step
+
+    config = json.loads((trained_copy / "config.json").read_text())
+    config["checkpoint"]["best_metric"] = ""
+    (trained_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"--step=best: the run in .* has no checkpoint.best_metric"):
+        evaluate_checkpoints(str(trained_copy), step=parse_step("best"))
+    assert parse_step("12") == 12
+    with pytest.raises(UserError, match=r"--step=last: expected a step number or 'best'"):
+        parse_step("last")
+
+
+def test_conflicting_step_flags_are_refused():
+    from cnn.errors import UserError
+    from cnn.train.evaluate import select_steps
+
+    with pytest.raises(UserError, match=r"^--all and --step=4 contradict each other: give one of them$"):
+        select_steps([4, 8], 4, all_steps=True)
+    with pytest.raises(UserError, match=r"^--step=best: no kept checkpoint has a value of the best metric"):
+        select_steps([4, 8], "best", all_steps=False, best=None)
+    assert select_steps([4, 8, 12], "best", all_steps=False, best=8) == [8]

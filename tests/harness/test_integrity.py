@@ -306,3 +306,42 @@ def test_two_corrupt_checkpoints_in_a_row_start_afresh(two_checkpoints, tmp_path
     finally:
         checkpoints.close()
     assert len(list(copy.glob("*.unreadable-*"))) == 2
+
+
+def test_a_config_json_that_does_not_parse_is_one_line(tmp_path):
+    from cnn.train.config import load_config
+
+    (tmp_path / "config.json").write_text('{"seed": 0, "mod')  # truncated
+    with pytest.raises(UserError, match=r"^.*/config.json is not a config written by train.py \(Unterminated"):
+        load_config(str(tmp_path))
+    with pytest.raises(UserError, match=r"config.json is not a config written by train.py"):
+        check_resume_config(get_config("runlocal"), str(tmp_path), allow_change=False)
+
+
+def test_eval_names_the_steps_it_could_read_past_an_unreadable_metadata_file(two_checkpoints, tmp_path):
+    directory = tmp_path / "checkpoints"
+    shutil.copytree(two_checkpoints, directory)
+    metadata = directory / "2" / "_CHECKPOINT_METADATA"
+    metadata.write_bytes(metadata.read_bytes()[:20])
+    with pytest.raises(UserError, match=rf"^checkpoint {directory}/2 is unreadable \(.*\); move it out of "
+                                        rf"{directory} to read the others \[1\] \(train.py does so itself\)$"):
+        Checkpoints(str(directory), best_metric=None, read_only=True)
+
+
+def test_orbax_logs_of_a_full_disk_or_ctrl_c_are_dropped_and_other_logs_kept():
+    import logging
+
+    from cnn.train.checkpoint import _QuietReportedFailures
+
+    full = ValueError('RESOURCE_EXHAUSTED: Error writing local file "c/4/_sharding": No space left on device')
+
+    def record(path: str, level: int, error: Exception | None) -> logging.LogRecord:
+        return logging.LogRecord("absl", level, path, 1, "save failed", None, (type(error), error, None) if error
+                                 else None)
+
+    quiet = _QuietReportedFailures()
+    assert not quiet.filter(record("/venv/orbax/checkpoint/future.py", logging.ERROR, full))
+    assert not quiet.filter(record("/venv/orbax/checkpoint/checkpoint_manager.py", logging.ERROR, KeyboardInterrupt()))
+    assert quiet.filter(record("/venv/orbax/checkpoint/future.py", logging.ERROR, ValueError("other")))
+    assert quiet.filter(record("/venv/orbax/checkpoint/future.py", logging.WARNING, None))
+    assert quiet.filter(record("/work/cnn/train/loop.py", logging.ERROR, full))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -153,3 +154,22 @@ def test_tensorboard_events_hold_train_and_eval_scalars(trained_run):
             tags.update(value.tag for value in event.summary.value)
     assert {"train/loss", "train/accuracy", "train/learning_rate", "train/grad_norm", "train/examples_per_second",
             "eval/accuracy", "eval/loss"} <= tags
+
+
+@pytest.mark.slow  # two short training runs, stopped
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_with_one_line_naming_the_step(tmp_path, tfds_dir, signum):
+    workdir = tmp_path / "run"
+    process = subprocess.Popen(  # env --default-signal: SIGINT as at a terminal (a background shell ignores it)
+        ["env", "--default-signal=INT", sys.executable, str(ROOT / "train.py"),
+         *train_args(workdir, "--config.num_steps=100000", "--config.checkpoint_every_steps=4")],
+        cwd=ROOT, env=cli_env(tfds_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not (workdir / "checkpoints" / "4").exists() and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    last = stderr.strip().splitlines()[-1]
+    assert process.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert re.fullmatch(r"error: interrupted at step \d+; rerun the same command to resume from the checkpoint at "
+                        r"step \d+", last), last
+    assert not (workdir / ".train.lock").exists()
