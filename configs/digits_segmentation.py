@@ -15,6 +15,8 @@ Result:    none yet: no recipe tried reaches a useful mean IoU in the steps thes
            earlier 300-step width-16 run: 0.17). The mean IoU is computed right: from the confusion matrix summed over
            the whole split, classes absent from both truth and prediction left out (``cnn/tasks/segmentation.py``).
 Variant:   --config=configs/digits_segmentation.py:runlocal  (12 steps of a narrow U-Net; used by the tests)
+Variant:   ``tiny``: one digit (22–28 px) on each 32×32 canvas, 300 test canvases, evaluated once at the end (the
+           slow learned-IoU test in tests/harness/test_segmentation_runs.py).
 
 No ``flip_lr`` in training: a mirrored 2, 3, 4, 7 or 9 is not that digit, but its pixels would keep its class.
 
@@ -26,21 +28,21 @@ import os
 
 import ml_collections
 
-from cnn.config_defaults import base_config, runlocal, variant_options
+from cnn.config_defaults import RUNLOCAL, base_config, runlocal, variant_options
 
 MNIST_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
                                           "mnist"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    options = variant_options(arg, __file__)
+    options = variant_options(arg, __file__, ("tiny", RUNLOCAL))
     config = base_config(dataset="digit_canvases", model="unet_padded")
     config.task.name = "segmentation"
     config.dataset.manual_dir = MNIST_DIR
     config.dataset.image_size = (64, 64)
     config.dataset.generator.update({"train_examples": 4000, "test_examples": 500, "num_digits": (2, 3),
                                      "scale": (0.8, 1.2)})
-    config.model.width = 16
+    config.model.width = 8
     config.model.depth = 3
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 3e-3
@@ -48,13 +50,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.schedule.warmup_steps = 50
     config.batch_size = 32
     config.eval_batch_size = 100
-    config.num_epochs = 10.0
-    config.eval_every_epochs = 5.0
-    config.checkpoint_every_epochs = 5.0
+    config.num_steps = 900  # 7.2 epochs of 125 steps
+    config.eval_every_steps = 300
+    config.checkpoint_every_steps = 300
     config.checkpoint.best_metric = "mean_iou"
     config.log_every_steps = 25
 
-    if "runlocal" in options:
+    if "tiny" in options:  # one digit a canvas: what the learned-IoU test trains (tests/harness)
+        config.dataset.image_size = (32, 32)
+        config.dataset.generator.update({"test_examples": 300, "num_digits": (1, 1), "scale": (0.8, 1.0)})
+        config.eval_every_steps = config.checkpoint_every_steps = config.num_steps
+    if RUNLOCAL in options:
         runlocal(config, steps=12)
         config.dataset.generator.update({"train_examples": 64, "test_examples": 24})
         config.model.width = 4
