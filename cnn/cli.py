@@ -1,5 +1,5 @@
-"""Shared start-up of the command-line tools: quiet logs; user errors as one line and exit status 2; anything else
-(a bug) with its traceback, a last line that says so, and exit status 70."""
+"""Shared start-up of the command-line tools: quiet logs; user errors as one line and exit status 2; Ctrl-C as one
+line and exit status 130; anything else (a bug) with its traceback, a last line that says so, and exit status 70."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from cnn.errors import UserError
+from cnn.errors import Interrupted, UserError
 
 USER_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C ended
 INTERNAL_ERROR_STATUS = 70  # EX_SOFTWARE of sysexits.h: an internal software error
 INTERNAL_ERROR = "internal error (a bug, please report): "
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -21,7 +22,8 @@ HELP_FLAGS = {"--help", "-?", "--helpshort", "--helpfull", "--helpxml"}
 
 def run_cli(main: Callable[[list[str]], int]) -> int:
     """Run an absl ``main``; a :class:`UserError`, or a file that cannot be written because the disk is full or
-    read-only, prints ``error: ...`` on stderr and exits 2, no traceback. Any other exception is a bug: its
+    read-only, prints ``error: ...`` on stderr and exits 2, no traceback; Ctrl-C or SIGTERM (``KeyboardInterrupt``,
+    :class:`Interrupted`) the same with exit status 130. Any other exception is a bug: its
     traceback, then ``internal error (a bug, please report): <type>: <message>`` as the last line (which a sweep
     records), and exit status 70, so that a script can tell it from a user error."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,6 +35,9 @@ def run_cli(main: Callable[[list[str]], int]) -> int:
         absl_logging.set_verbosity(absl_logging.WARNING)
         try:
             return main(argv)
+        except (Interrupted, KeyboardInterrupt) as error:  # before it could say where: "interrupted"
+            print(f"error: {str(error) or 'interrupted'}", file=sys.stderr)
+            return INTERRUPTED_STATUS
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return USER_ERROR_STATUS

@@ -5,6 +5,11 @@ class UserError(Exception):
     """Something the user gave (a config value, a path, a checkpoint) is not what was expected."""
 
 
+class Interrupted(UserError):
+    """The user stopped the run (Ctrl-C): no failure of the run. The CLIs exit with status 130 (128 + SIGINT), not a
+    user error's 2, so that a sweep tells it from a real failure and runs the trial again."""
+
+
 class ConfigError(UserError, ValueError):
     """A config key or value is invalid."""
 

@@ -5,7 +5,9 @@ A worker takes a queued trial (a grid point, a retry) or, in a search, samples a
 ``num_trials`` parameter sets have started. With nothing to take but trials RUNNING elsewhere, it waits: they
 finish, or their process is dead and they come back queued after the grace period (GRACE_HEARTBEATS heartbeats).
 While a trial runs, its worker records a heartbeat. Interrupted (Ctrl-C, SIGTERM), the runner stops its train.py
-processes and queues their trials again at once, so a rerun resumes them without waiting.
+processes and queues their trials again at once, so a rerun resumes them without waiting. A train.py that ends
+interrupted (``Outcome.interrupted``: Ctrl-C reached it first, or a signal sent to it alone) is queued again too;
+only a trial that failed for a reason of its own (a NaN, a config error, a bug) stays FAIL.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from cnn.sweep.study import RETRY_OF, RUNNER, TRIAL_DIR, SweepStudy
+from cnn.sweep.study import INTERRUPTED, RETRY_OF, RUNNER, TRIAL_DIR, SweepStudy
 from cnn.sweep.trial import Outcome, run_trial, train_command, trial_dir_name, value_of
 
 
@@ -155,9 +157,13 @@ class SweepRunner:
         try:
             trial.set_user_attr("launched_at", outcome.launched_at)
             trial.set_user_attr("wall_seconds", outcome.wall_seconds)
-            if self._stop.is_set() and outcome.returncode != 0:
+            # Ctrl-C reaches train.py too, which can end before this process has seen the signal: the exit
+            # status says it was interrupted, whether or not the stop is set yet.
+            if outcome.returncode != 0 and (self._stop.is_set() or outcome.interrupted):
                 trial.set_user_attr("error", "interrupted; queued again")
+                trial.set_user_attr(INTERRUPTED, True)  # before the FAIL: a rerun queues it if the retry is not
                 self.sweep_study.fail_and_retry(trial.number)
+                print(f"sweep: trial {trial.number} interrupted; queued again", file=sys.stderr)
                 return
             value, error = value_of(outcome, self.sweep.metric)
             if outcome.eval_metrics is not None:

@@ -9,6 +9,8 @@
   workers pick the same point (its docstring says so).
 - **Stale trials**: :meth:`SweepStudy.recover_stale` marks them FAIL (Optuna's ``fail_stale_trials``) and queues
   each again as a retry with the same parameters and trial directory, so it resumes from its own checkpoint.
+- **Interrupted trials** are marked FAIL and queued again at once by the runner; one whose process died between the
+  two (a second Ctrl-C) is queued by the next run of the sweep (:meth:`SweepStudy.requeue_interrupted`).
 - **Parameter sets**: a trial and its retries are one parameter set (one row of the summary), identified by the
   number of its first trial.
 - **Random and TPE search** draw trial *n*'s parameters from a sampler seeded with (seed, n): reproducible, and
@@ -40,6 +42,7 @@ GRACE_HEARTBEATS = 3  # missed heartbeats after which a RUNNING trial is taken f
 TRIAL_DIR = "trial_dir"  # user attr: the trial's workdir, relative to the sweep workdir (kept by retries)
 RUNNER = "runner"  # user attr: "host:pid" of the sweep process running this attempt (set once it started)
 RETRY_OF = "retry_of"  # system attr: number of the first trial of the parameter set
+INTERRUPTED = "interrupted"  # user attr: the attempt was stopped, not failed; set before it is marked FAIL
 FIXED_PARAMS = "fixed_params"  # system attr: Optuna's own key for the parameters of a queued trial
 DESCRIPTION = "sweep"  # study user attr: the definition and overrides, set once the grid is queued
 
@@ -105,6 +108,7 @@ class SweepStudy:
         self.study_id = self.storage.get_study_id_from_name(self.study_name)
         if self.sweep.is_grid:
             self._queue_grid()
+        self.requeue_interrupted()
         self.study.set_user_attr(DESCRIPTION, description)  # last: joining processes wait for it
 
     def open_existing(self) -> None:
@@ -145,6 +149,13 @@ class SweepStudy:
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if RUNNER not in trial.user_attrs and trial.datetime_start is not None and trial.datetime_start < limit:
                 self.fail_and_retry(trial.number)
+
+    def requeue_interrupted(self) -> None:
+        """Queue again each parameter set whose last attempt was interrupted and has no retry yet."""
+        for parameter_set in self.parameter_sets():
+            latest = parameter_set.latest
+            if latest.state == TrialState.FAIL and latest.user_attrs.get(INTERRUPTED):
+                retry(self.study, latest)
 
     def fail_and_retry(self, number: int) -> None:
         """Mark trial ``number`` FAIL (unless it finished meanwhile) and queue it again."""

@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cnn.cli import INTERNAL_ERROR
+from cnn.cli import INTERNAL_ERROR, INTERRUPTED_STATUS
 from cnn.train.metrics import read_metrics
 
 LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
+# How a train.py that was stopped, not failed, ends: Ctrl-C caught (130), or killed by SIGINT (before its handler was
+# in place), SIGTERM or SIGHUP. SIGKILL is left out: the kernel's out-of-memory killer sends it too.
+INTERRUPTED_STATUSES = frozenset({INTERRUPTED_STATUS, -signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP})
 
 
 @dataclass
@@ -37,6 +40,11 @@ class Outcome:
     error: str | None
     launched_at: float  # unix time
     wall_seconds: float
+
+    @property
+    def interrupted(self) -> bool:
+        """train.py was stopped (Ctrl-C, a signal), whoever stopped it: the trial is to run again, not a failure."""
+        return self.returncode in INTERRUPTED_STATUSES
 
 
 def override_flag(key: str, value: Any) -> str:

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from cnn.errors import NonFiniteLossError, UserError
+from cnn.errors import Interrupted, NonFiniteLossError
 from cnn.train.config import save_config
 from cnn.train.distributed import barrier, is_primary
 from cnn.train.experiment import plan_training
@@ -139,7 +139,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
     except KeyboardInterrupt:
         checkpoints.wait()
         kept = checkpoints.steps()
-        raise UserError(f"interrupted at step {done}; rerun the same command to resume"
+        raise Interrupted(f"interrupted at step {done}; rerun the same command to resume"
                         + (f" from the checkpoint at step {kept[-1]}" if kept else " (no checkpoint yet)")) from None
     finally:
         bar.close()

@@ -169,7 +169,7 @@ def test_ctrl_c_or_sigterm_stops_with_one_line_naming_the_step(tmp_path, tfds_di
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     last = stderr.strip().splitlines()[-1]
-    assert process.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
     assert re.fullmatch(r"error: interrupted at step \d+; rerun the same command to resume from the checkpoint at "
                         r"step \d+", last), last
     assert not (workdir / ".train.lock").exists()

@@ -1,24 +1,46 @@
-"""The study on SQLite, without training: grid queue, reopening, dead trials queued again, seeded samplers,
-summary order."""
+"""The study on SQLite, without training: grid queue, reopening, dead and interrupted trials queued again, seeded
+samplers, summary order."""
 
 from __future__ import annotations
 
 import copy
 import statistics
+import sys
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from cnn.errors import ConfigError, UserError
+from cnn.sweep import runner
 from cnn.sweep.definition import parse_sweep
-from cnn.sweep.study import RETRY_OF, TRIAL_DIR, SweepStudy, default_storage
+from cnn.sweep.study import INTERRUPTED, RETRY_OF, TRIAL_DIR, SweepStudy, default_storage
 from cnn.sweep.summary import metric_statistics, summary_rows, write_summary
 from cnn.train.config import load_config_file
 from tests.harness.conftest import ROOT
 
 GRID = {"metric": "accuracy", "direction": "maximize",
         "grid": {"optimizer.learning_rate": [0.01, 0.1], "model.width": [4, 8]}}
+RATES = {"metric": "accuracy", "direction": "maximize", "grid": {"optimizer.learning_rate": [0.01, 0.1]}}
+# In place of train.py: at rate 0.1 it fails (a NaN); at 0.01 its first run is stopped by Ctrl-C, seen through the
+# CLI's own handling (train.py's), and its second run writes an eval record.
+FAKE_TRAIN = f"""
+import json, os, sys
+sys.path.insert(0, {str(ROOT)!r})
+from cnn.cli import run_cli
+trial_dir, rate = sys.argv[1], float(sys.argv[2])
+marker = os.path.join(trial_dir, "ran_once")
+if rate == 0.1:
+    print("error: loss is nan at step 3; training stopped (the last checkpoint is intact)")
+    sys.exit(2)
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    def main(argv):
+        raise KeyboardInterrupt
+    sys.exit(run_cli(main))
+with open(os.path.join(trial_dir, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({{"step": 10, "split": "eval", "accuracy": 0.75, "loss": 0.5}}) + "\\n")
+"""
 SPACE = {"metric": "loss", "direction": "minimize", "num_trials": 4, "sampler": "tpe",
          "space": {"optimizer.learning_rate": ("log_uniform", 1e-3, 1.0), "model.width": ("int", 4, 64)}}
 
@@ -71,6 +93,41 @@ def test_trial_taken_by_a_process_that_died_before_its_first_heartbeat_is_queued
     assert parameter_set.params == trial.params
     taken = {t.number: t.params for t in (sweep_study.study.ask(sweep_study.sweep.distributions) for _ in range(4))}
     assert taken[retry.number] == trial.params and sweep_study.progress().waiting == 0
+
+
+def test_a_trial_interrupted_before_the_sweep_saw_the_signal_runs_again(tmp_path, config, monkeypatch):
+    """Ctrl-C reaches train.py too; when it ends before the sweep's own stop is set (never set here), its exit status
+    says it was interrupted: queued again and run, while a trial that failed for a reason of its own stays FAIL."""
+    sweep_study = open_study(tmp_path, RATES, config)
+    monkeypatch.setattr(runner, "train_command", lambda spec, trial_dir, overrides, params: [
+        sys.executable, "-c", FAKE_TRAIN, trial_dir, str(params["optimizer.learning_rate"])])
+    runner.SweepRunner(sweep_study, str(tmp_path), "unused", {}).run(parallel=1)
+    sets = {s.params["optimizer.learning_rate"]: s for s in sweep_study.parameter_sets()}
+    interrupted, failed = sets[0.01], sets[0.1]
+    assert [t.state for t in interrupted.attempts] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert interrupted.attempts[0].user_attrs["error"] == "interrupted; queued again"
+    assert interrupted.latest.value == 0.75
+    assert [t.state for t in failed.attempts] == [TrialState.FAIL]
+    assert failed.latest.user_attrs["error"].startswith("loss is nan at step 3; training stopped")
+
+
+def test_a_rerun_queues_an_interrupted_trial_left_without_retry(tmp_path, config):
+    """A sweep process killed between marking an interrupted trial FAIL and queuing its retry (a second Ctrl-C)
+    leaves it so; the next run of the sweep queues it, once. A real failure is left as it is."""
+    sweep_study = open_study(tmp_path, RATES, config)
+    for trial_dir, attrs in (("trials/0000_a", {INTERRUPTED: True}), ("trials/0001_b", {"error": "loss is nan"})):
+        trial = sweep_study.study.ask(sweep_study.sweep.distributions)
+        trial.set_user_attr(TRIAL_DIR, trial_dir)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        sweep_study.study.tell(trial, state=TrialState.FAIL)
+    for _ in range(2):  # two reruns: one retry
+        sweep_study = open_study(tmp_path, RATES, config)
+    sets = sweep_study.parameter_sets()
+    assert [len(s.attempts) for s in sets] == [2, 1]
+    assert sets[0].state == TrialState.WAITING and sets[1].state == TrialState.FAIL
+    assert sets[0].latest.user_attrs[TRIAL_DIR] == "trials/0000_a" and sets[0].latest.system_attrs[RETRY_OF] == 0
+    assert sets[0].params == sets[0].attempts[0].params
 
 
 def test_search_draws_depend_on_seed_and_trial_number(tmp_path, config):
