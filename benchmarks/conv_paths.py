@@ -1,6 +1,7 @@
 """How XLA:CPU convolutions are lowered (``cnn.ops._lowering``): each layer's forward, input gradient and kernel
 gradient with ``lax.conv_general_dilated`` against the CPU rewrites, and the training steps of CIFAR ResNet-18
-(batch 128, 32×32×3) and LeNet-5 (batch 256, 32×32×1) with the rewrites off and on, in one process, alternating.
+(batch 128, 32×32×3), LeNet-5 (batch 256, 32×32×1) and ResNet-50 (batch 32, 64×64×3) with the rewrites off and
+on, in one process, alternating.
 
     python benchmarks/conv_paths.py                   # both tables
     python benchmarks/conv_paths.py --skip-layers --rounds 5
@@ -53,6 +54,9 @@ LAYERS = [
     ("ResNet-18 stage 3", 128, 8, 256, 256, 3, 1, 1),
     ("ResNet-18 stage 4 projection", 128, 8, 256, 512, 1, 2, 0),
     ("ResNet-18 stage 4", 128, 4, 512, 512, 3, 1, 1),
+    ("ResNet-50 conv2_x 1x1 expand", 32, 16, 64, 256, 1, 1, 0),
+    ("ResNet-50 conv2_x 1x1 reduce", 32, 16, 256, 64, 1, 1, 0),
+    ("ResNet-50 conv4_x 1x1 expand", 32, 4, 256, 1024, 1, 1, 0),
     ("LeNet-5 C1", 256, 32, 1, 6, 5, 1, 0),
     ("LeNet-5 C3", 256, 14, 6, 16, 5, 1, 0),
     ("LeNet-5 C5", 256, 5, 16, 120, 5, 1, 0),
@@ -71,7 +75,8 @@ def compiled_for_each_variant(fn, args: tuple) -> dict:
     out = {}
     for variant in VARIANTS:
         set_cpu_rewrites(variant == "rewrites")
-        out[variant] = (jax.jit(fn).lower(*args).compile(), args)
+        fresh = functools.partial(fn)  # a new function: jit would reuse its trace of ``fn`` with the other setting
+        out[variant] = (jax.jit(fresh).lower(*args).compile(), args)
     set_cpu_rewrites(True)
     return out
 
@@ -119,16 +124,17 @@ def layer_rows(rounds: int) -> list[list]:
 
 def step_rows(rounds: int, calls: int) -> list[list]:
     models = [
-        ("CIFAR ResNet-18", CifarResNet18(stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, num_classes=10), 128, 3),
-        ("LeNet-5", create("lenet5", num_classes=10), 256, 1),
+        ("CIFAR ResNet-18", CifarResNet18(stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, num_classes=10), 128, 32, 3),
+        ("LeNet-5", create("lenet5", num_classes=10), 256, 32, 1),
+        ("ResNet-50, 64×64 (bottlenecks: 1×1 convolutions)", create("resnet50", num_classes=10), 32, 64, 3),
     ]
     rng = np.random.default_rng(0)
     rows = []
-    for name, net, batch, channels in models:
-        state = create_train_state(net, optax.sgd(0.01, momentum=0.9), (1, 32, 32, channels), seed=0)
-        data = {"image": rng.normal(size=(batch, 32, 32, channels)).astype(np.float32),
+    for name, net, batch, size, channels in models:
+        state = create_train_state(net, optax.sgd(0.01, momentum=0.9), (1, size, size, channels), seed=0)
+        data = {"image": rng.normal(size=(batch, size, size, channels)).astype(np.float32),
                 "label": rng.integers(0, 10, size=batch).astype(np.int32)}
-        task = make_task(base_config("digits", "lenet5"), DatasetSpec(10, (32, 32, channels)))  # classification
+        task = make_task(base_config("digits", "lenet5"), DatasetSpec(10, (size, size, channels)))  # classification
         step = functools.partial(train_step, schedule=lambda s: 0.01, task=task)
         seconds = alternate(compiled_for_each_variant(step, (state, data, jax.random.PRNGKey(0))), rounds, calls)
         rows.append([name, batch, batch / seconds["lax"], batch / seconds["rewrites"],

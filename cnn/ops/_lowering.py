@@ -1,11 +1,12 @@
 """How a validated convolution is computed: channels-last ``lax.conv_general_dilated``, except on CPU grouped
-convolutions and dense convolutions that are one matrix product.
+convolutions and a few dense convolutions that are one matrix product.
 
 XLA:CPU's grouped convolution (``feature_group_count > 1``) is slow, its kernel gradient by orders of magnitude.
 There grouped convolutions are rewritten: as a sum of shifted, strided slices times per-group weights when groups
 have few channels (depthwise included), else as one dense convolution with a block-diagonal kernel. Dense
-convolutions with a 1×1 kernel, or whose kernel covers the whole padded input (one output position, LeNet-5's C5),
-are one matrix product of patches and the flattened kernel (im2col), whose gradients are matrix products too.
+convolutions with a strided 1×1 kernel, or whose kernel covers the whole padded input (one output position,
+LeNet-5's C5), are one matrix product of patches and the flattened kernel (im2col), whose gradients are matrix
+products too.
 The rewrites are tested equal to ``lax`` (values and gradients) in ``tests/ops/test_lowering.py``.
 ``CNN_CONV_LOWERING=lax`` in the environment (read at import) or ``set_cpu_rewrites(False)`` turns them all off.
 """
@@ -39,15 +40,17 @@ from cnn.ops.args import output_size
 # Measured again by `python benchmarks/ops.py --sections grouped` (BENCHMARKS.md, "The two other constants").
 _SHIFTED_SLICE_MAX_CHANNELS = 4
 
-# Dense convolutions as one matrix product (im2col) where XLA:CPU's Eigen convolution is slow: its kernel gradient of
-# 1×1 convolutions and its input gradient when the kernel covers the whole input. Measured on 2 loaded cores (other
-# jobs running; same process, alternating), ms for forward / input gradient / kernel gradient, lax -> im2col:
-#   128x32x32x64 -> 128, 1x1 /2 (ResNet-18 projection)   8-20 / 54-88 / 104-145   ->  10-18 / 48-64 / 13-16
-#   128x16x16x128 -> 256, 1x1 /2                          10-14 / 12-15 / 34-45    ->  14 / 14-16 / 8.2-8.6
-#   128x8x8x256 -> 512, 1x1 /2                            5.3-11 / 6.1-15 / 9.4-21 ->  5.2-12 / 5.5-15 / 6.1-14
-#   256x5x5x16 -> 120, 5x5 valid (LeNet-5 C5)             0.38-0.48 / 21-23 / 0.41-0.55 -> 0.44-0.59 / 1.2 / 0.41
-# Not rewritten (lax faster or even; benchmarks/conv_paths.py): 3×3 layers with 64-512 channels, stride 1 or 2
-# (im2col 1.3-3x slower: the patches are 9x the input), LeNet-5's C1 and C3, the 3-channel 3×3 stem.
+# Dense convolutions as one matrix product (im2col) where XLA:CPU's Eigen convolution is slow: the kernel gradient of
+# strided 1×1 convolutions (ResNet projection shortcuts) and the input gradient when the kernel covers the whole
+# input (one output position). ms for forward / input gradient / kernel gradient, lax -> im2col, measured by
+# `python benchmarks/conv_paths.py` on 2 shared cores (load average 5-12; same process, alternating):
+#   128x32x32x64 -> 128, 1x1 /2 (ResNet-18 projection)  15 / 31 / 55    ->  10 / 25 / 16   (dw 3.4x)
+#   128x16x16x128 -> 256, 1x1 /2                         6.7 / 7.6 / 19  ->  6.8 / 7.5 / 8.5 (dw 2.2x)
+#   256x5x5x16 -> 120, 5x5 valid (LeNet-5 C5)            0.45 / 10 / 0.47 -> 0.46 / 1.4 / 0.61 (dx 7.5x)
+# Not rewritten, lax as fast or faster: 1×1 at stride 1 (ResNet-50's, 0.5-1.7x: noise around even), 3×3 layers
+# with 64-512 channels at stride 1 or 2 (im2col 1.3-3x slower: the patches are 9x the input), LeNet-5's C1 and C3,
+# the 3-channel stem. In whole training steps the rewrites are within the noise (CIFAR ResNet-18 1.00-1.15x,
+# LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x): those steps are dominated by what is not rewritten.
 _CPU_REWRITES = os.environ.get("CNN_CONV_LOWERING", "auto") != "lax"
 
 
@@ -103,8 +106,9 @@ def _im2col_conv(
     out_spatial = output_size(x_pad.shape[1:-1], kernel_size, stride, dilation, [(0, 0)] * ndim)
     taps = [_tap(x_pad, k, dilation, stride, out_spatial) for k in itertools.product(*map(range, kernel_size))]
     patches = jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
-    flat_kernel = kernel.reshape(-1, kernel.shape[-1])
-    return lax.dot_general(patches, flat_kernel, (((ndim + 1,), (0,)), ((), ())))
+    # A 2D product: XLA:CPU hands it to its matmul library; a dot_general over the 4D patches it runs slowly.
+    out = patches.reshape(-1, patches.shape[-1]) @ kernel.reshape(-1, kernel.shape[-1])
+    return out.reshape(*patches.shape[:-1], kernel.shape[-1])
 
 
 def _shifted_slice_conv(
@@ -158,8 +162,11 @@ def _block_diagonal(kernel: jax.Array, groups: int) -> jax.Array:
 
 # Jitted (with hashable static arguments) so that an eager call compiles one fused program instead of
 # dispatching the many small operations of the shifted-slice and block-diagonal lowerings one by one.
-@functools.partial(jax.jit, static_argnames=("stride", "pads", "dilation", "groups", "lhs_dilation"))
-def _conv(
+# The rewrite switch is a static argument: jit's trace caches would otherwise keep the choice of the first trace.
+@functools.partial(
+    jax.jit, static_argnames=("stride", "pads", "dilation", "groups", "lhs_dilation", "cpu_rewrites")
+)
+def _lowered_conv(
     x: jax.Array,
     kernel: jax.Array,
     stride: tuple[int, ...],
@@ -167,13 +174,14 @@ def _conv(
     dilation: tuple[int, ...],
     groups: int,
     lhs_dilation: tuple[int, ...],
+    cpu_rewrites: bool,
 ) -> jax.Array:
     """Channels-last ``lax.conv_general_dilated`` on validated arguments, lowered to what is fast here.
 
     Rewritten on CPU only (see ``_SHIFTED_SLICE_MAX_CHANNELS`` and ``_CPU_REWRITES``): on GPU cuDNN has dedicated
     grouped, depthwise and 1×1 kernels, so there the fused convolution stays.
     """
-    if _CPU_REWRITES and jax.default_backend() == "cpu":
+    if cpu_rewrites and jax.default_backend() == "cpu":
         if groups > 1:
             in_per_group, out_per_group = kernel.shape[-2], kernel.shape[-1] // groups
             if in_per_group == 1 or max(in_per_group, out_per_group) <= _SHIFTED_SLICE_MAX_CHANNELS:
@@ -193,6 +201,19 @@ def _conv(
     )
 
 
+def _conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    lhs_dilation: tuple[int, ...],
+) -> jax.Array:
+    """``_lowered_conv`` with the CPU rewrites as set now (``set_cpu_rewrites``)."""
+    return _lowered_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation, cpu_rewrites=_CPU_REWRITES)
+
+
 def _is_one_matmul(
     x: jax.Array,
     kernel: jax.Array,
@@ -201,12 +222,12 @@ def _is_one_matmul(
     dilation: tuple[int, ...],
     lhs_dilation: tuple[int, ...],
 ) -> bool:
-    """Whether ``_im2col_conv`` pays here: a 1×1 kernel, or a single output position (the table above)."""
+    """Whether ``_im2col_conv`` pays here: a strided 1×1 kernel, or a single output position (the table above)."""
     if any(l != 1 for l in lhs_dilation):
         return False
     kernel_size = kernel.shape[:-2]
     out_spatial = output_size(x.shape[1:-1], kernel_size, stride, dilation, pads)
-    return math.prod(kernel_size) == 1 or math.prod(out_spatial) == 1
+    return math.prod(out_spatial) == 1 or (math.prod(kernel_size) == 1 and max(stride) > 1)
 
 
 def set_cpu_rewrites(enabled: bool) -> None:
@@ -214,4 +235,3 @@ def set_cpu_rewrites(enabled: bool) -> None:
     traced from now on, e.g. to compare both in one process (``benchmarks/conv_paths.py``)."""
     global _CPU_REWRITES
     _CPU_REWRITES = enabled
-    _conv.clear_cache()  # its traces hold the previous choice

@@ -26,8 +26,8 @@ LOWERING_CASES = [
     ((4, 5, 4), (2, 3, 2), 3, 3, 3, (1, 2, 1), (2, 1, 1), [(1, 0), (1, 1), (0, 1)], 1),
     ((9,), (3,), 10, 4, 2, 1, 1, [(1, 1)], 1),  # 5 in per group: block-diagonal dense kernel
     ((6, 5), (2, 3), 12, 18, 2, 2, 1, [(0, 1), (1, 1)], 1),  # 6 in x 9 out per group: block-diagonal
-    # dense, one matrix product (im2col): 1x1 kernels and kernels covering the whole padded input
-    ((7, 9), (1, 1), 5, 6, 1, 1, 1, [(0, 0), (0, 0)], 1),
+    # dense, one matrix product (im2col): strided 1x1 kernels and kernels covering the whole padded input
+    ((7, 9), (1, 1), 5, 6, 1, (2, 1), 1, [(0, 0), (0, 0)], 1),
     ((7, 9), (1, 1), 5, 6, 1, 2, 1, [(0, 0), (0, 0)], 1),  # projection shortcut: odd sizes, stride 2
     ((8, 7), (1, 1), 3, 4, 1, (2, 3), 1, [(1, 2), (-1, 0)], 1),  # padded and cropped
     ((9,), (1,), 4, 3, 1, 3, 1, [(0, 0)], 1),
@@ -92,10 +92,10 @@ def test_cpu_avoids_grouped_lax_convolution(cin, cout, groups, feature_groups):
 @pytest.mark.parametrize(
     ("in_spatial", "kernel_size", "stride", "padding", "rewritten"),
     [((8, 8), (1, 1), 2, 0, True), ((5, 5), (5, 5), 1, "VALID", True), ((7, 7), (3, 3), 1, "SAME", False),
-     ((8, 8), (3, 3), 2, 1, False)],
+     ((8, 8), (3, 3), 2, 1, False), ((8, 8), (1, 1), 1, 0, False)],
 )
 def test_cpu_one_matmul_convolutions(in_spatial, kernel_size, stride, padding, rewritten):
-    """1×1 kernels and single-position outputs are a dot_general and no convolution; others stay lax's; with the
+    """Strided 1×1 kernels and single-position outputs are a dot_general and no convolution; others stay lax's; with the
     rewrites off everything is lax's."""
     x, w = jnp.zeros((2, *in_spatial, 4)), jnp.zeros((*kernel_size, 4, 6))
 
