@@ -1,16 +1,22 @@
-"""How a validated convolution is computed: channels-last ``lax.conv_general_dilated``, except grouped
-convolutions on CPU.
+"""How a validated convolution is computed: channels-last ``lax.conv_general_dilated``, except on CPU grouped
+convolutions and a few dense convolutions that are one matrix product.
 
 XLA:CPU's grouped convolution (``feature_group_count > 1``) is slow, its kernel gradient by orders of magnitude.
 There grouped convolutions are rewritten: as a sum of shifted, strided slices times per-group weights when groups
-have few channels (depthwise included), else as one dense convolution with a block-diagonal kernel. Both rewrites
-are tested equal to ``lax`` (values and gradients) in ``tests/ops/test_conv.py``.
+have few channels (depthwise included), else as one dense convolution with a block-diagonal kernel. Dense
+convolutions with a strided 1×1 kernel, or whose kernel covers the whole padded input (one output position,
+LeNet-5's C5), are one matrix product of patches and the flattened kernel (im2col), whose gradients are matrix
+products too.
+The rewrites are tested equal to ``lax`` (values and gradients) in ``tests/ops/test_lowering.py``.
+``CNN_CONV_LOWERING=lax`` in the environment (read at import) or ``set_cpu_rewrites(False)`` turns them all off.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +40,75 @@ from cnn.ops.args import output_size
 # Measured again by `python benchmarks/ops.py --sections grouped` (BENCHMARKS.md, "The two other constants").
 _SHIFTED_SLICE_MAX_CHANNELS = 4
 
+# Dense convolutions as one matrix product (im2col) where XLA:CPU's Eigen convolution is slow: the kernel gradient of
+# strided 1×1 convolutions (ResNet projection shortcuts) and the input gradient when the kernel covers the whole
+# input (one output position). ms for forward / input gradient / kernel gradient, lax -> im2col, measured by
+# `python benchmarks/conv_paths.py` on 2 shared cores (load average 5-12; same process, alternating):
+#   128x32x32x64 -> 128, 1x1 /2 (ResNet-18 projection)  15 / 31 / 55    ->  10 / 25 / 16   (dw 3.4x)
+#   128x16x16x128 -> 256, 1x1 /2                         6.7 / 7.6 / 19  ->  6.8 / 7.5 / 8.5 (dw 2.2x)
+#   256x5x5x16 -> 120, 5x5 valid (LeNet-5 C5)            0.45 / 10 / 0.47 -> 0.46 / 1.4 / 0.61 (dx 7.5x)
+# Not rewritten, lax as fast or faster: 1×1 at stride 1 (ResNet-50's, 0.5-1.7x: noise around even), 3×3 layers
+# with 64-512 channels at stride 1 or 2 (im2col 1.3-3x slower: the patches are 9x the input), LeNet-5's C1 and C3,
+# the 3-channel stem. In whole training steps the rewrites are within the noise (CIFAR ResNet-18 1.00-1.15x,
+# LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x): those steps are dominated by what is not rewritten.
+_CPU_REWRITES = os.environ.get("CNN_CONV_LOWERING", "auto") != "lax"
+
 
 def _dimension_numbers(ndim: int) -> tuple[str, str, str]:
     """Channels-last layouts for ``ndim`` spatial axes, e.g. ``("NHWC", "HWIO", "NHWC")``."""
     spatial = "DHW"[3 - ndim :]
     return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
+
+
+def _pad(x: jax.Array, pads: tuple[tuple[int, int], ...], lhs_dilation: tuple[int, ...]) -> jax.Array:
+    """``x`` with ``l - 1`` zeros inserted between entries (``lhs_dilation``), then padded (negative: cropped)."""
+    dilated_pads = [(lo, hi, l - 1) for (lo, hi), l in zip(pads, lhs_dilation, strict=True)]
+    return lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *dilated_pads, (0, 0, 0)])
+
+
+def _tap(
+    x_pad: jax.Array,
+    k: tuple[int, ...],
+    dilation: tuple[int, ...],
+    stride: tuple[int, ...],
+    out_spatial: tuple[int, ...],
+    channel: int = 0,
+    channel_step: int = 1,
+) -> jax.Array:
+    """``x_pad[n, i·s + k·d, channel + j·channel_step]`` for every output position ``i``: one strided slice."""
+    start = [ki * di for ki, di in zip(k, dilation, strict=True)]
+    limit = [st + (o - 1) * s + 1 for st, o, s in zip(start, out_spatial, stride, strict=True)]
+    return lax.slice(
+        x_pad, (0, *start, channel), (x_pad.shape[0], *limit, x_pad.shape[-1]), (1, *stride, channel_step)
+    )
+
+
+def _im2col_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+) -> jax.Array:
+    """Dense convolution as one matrix product of the input's patches and the flattened kernel (im2col):
+
+        patches[n, i, (k, c)] = x_pad[n, i·s + k·d, c]
+        out[n, i, o] = sum_{(k, c)} patches[n, i, (k, c)] · w[k, c, o]
+
+    ``(k, c)`` runs over kernel offsets, then channels: the order of ``w.reshape(K·C_in, C_out)``. A 1×1 kernel
+    has one patch, the strided input itself; a kernel covering the whole input has one output position. The
+    gradients are matrix products again: ``dw = patches^T · dy`` over all ``(n, i)``, and the input gradient
+    ``dy · w^T`` scattered back to the slices (pads).
+    """
+    ndim = kernel.ndim - 2
+    kernel_size = kernel.shape[:ndim]
+    x_pad = _pad(x, pads, (1,) * ndim)
+    out_spatial = output_size(x_pad.shape[1:-1], kernel_size, stride, dilation, [(0, 0)] * ndim)
+    taps = [_tap(x_pad, k, dilation, stride, out_spatial) for k in itertools.product(*map(range, kernel_size))]
+    patches = jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
+    # A 2D product: XLA:CPU hands it to its matmul library; a dot_general over the 4D patches it runs slowly.
+    out = patches.reshape(-1, patches.shape[-1]) @ kernel.reshape(-1, kernel.shape[-1])
+    return out.reshape(*patches.shape[:-1], kernel.shape[-1])
 
 
 def _shifted_slice_conv(
@@ -65,20 +135,12 @@ def _shifted_slice_conv(
     """
     ndim = kernel.ndim - 2
     kernel_size, (in_per_group, out_channels) = kernel.shape[:ndim], kernel.shape[ndim:]
-    zero = jnp.zeros((), x.dtype)
-    dilated_pads = [(lo, hi, l - 1) for (lo, hi), l in zip(pads, lhs_dilation, strict=True)]
-    x_pad = lax.pad(x, zero, [(0, 0, 0), *dilated_pads, (0, 0, 0)])
+    x_pad = _pad(x, pads, lhs_dilation)
     out_spatial = output_size(x_pad.shape[1:-1], kernel_size, stride, dilation, [(0, 0)] * ndim)
     weights = kernel.reshape(*kernel_size, in_per_group, groups, out_channels // groups)  # [k, c, g, j]
-
-    def patch(k: tuple[int, ...], c: int) -> jax.Array:
-        """``x_pad[n, i·s + k·d, g·C_g + c]`` for all output positions ``i`` and groups ``g``."""
-        start = [ki * di for ki, di in zip(k, dilation, strict=True)]
-        limit = [st + (o - 1) * s + 1 for st, o, s in zip(start, out_spatial, stride, strict=True)]
-        return lax.slice(x_pad, (0, *start, c), (x_pad.shape[0], *limit, x_pad.shape[-1]), (1, *stride, in_per_group))
-
     offsets = [(k, c) for c in range(in_per_group) for k in itertools.product(*map(range, kernel_size))]
-    patches = {kc: patch(*kc) for kc in offsets}
+    # x_pad[n, i·s + k·d, g·C_g + c] for all output positions i and groups g
+    patches = {(k, c): _tap(x_pad, k, dilation, stride, out_spatial, c, in_per_group) for k, c in offsets}
     outputs = [
         sum(patches[k, c] * weights[(*k, c, slice(None), j)] for k, c in offsets) for j in range(out_channels // groups)
     ]
@@ -100,8 +162,11 @@ def _block_diagonal(kernel: jax.Array, groups: int) -> jax.Array:
 
 # Jitted (with hashable static arguments) so that an eager call compiles one fused program instead of
 # dispatching the many small operations of the shifted-slice and block-diagonal lowerings one by one.
-@functools.partial(jax.jit, static_argnames=("stride", "pads", "dilation", "groups", "lhs_dilation"))
-def _conv(
+# The rewrite switch is a static argument: jit's trace caches would otherwise keep the choice of the first trace.
+@functools.partial(
+    jax.jit, static_argnames=("stride", "pads", "dilation", "groups", "lhs_dilation", "cpu_rewrites")
+)
+def _lowered_conv(
     x: jax.Array,
     kernel: jax.Array,
     stride: tuple[int, ...],
@@ -109,18 +174,21 @@ def _conv(
     dilation: tuple[int, ...],
     groups: int,
     lhs_dilation: tuple[int, ...],
+    cpu_rewrites: bool,
 ) -> jax.Array:
     """Channels-last ``lax.conv_general_dilated`` on validated arguments, lowered to what is fast here.
 
-    Grouped convolutions are rewritten on CPU only (see ``_SHIFTED_SLICE_MAX_CHANNELS``): on GPU cuDNN has
-    dedicated grouped and depthwise kernels, so there the fused convolution stays (not measured here: the
-    development machine has no GPU).
+    Rewritten on CPU only (see ``_SHIFTED_SLICE_MAX_CHANNELS`` and ``_CPU_REWRITES``): on GPU cuDNN has dedicated
+    grouped, depthwise and 1×1 kernels, so there the fused convolution stays.
     """
-    if groups > 1 and jax.default_backend() == "cpu":
-        in_per_group, out_per_group = kernel.shape[-2], kernel.shape[-1] // groups
-        if in_per_group == 1 or max(in_per_group, out_per_group) <= _SHIFTED_SLICE_MAX_CHANNELS:
-            return _shifted_slice_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation)
-        kernel, groups = _block_diagonal(kernel, groups), 1
+    if cpu_rewrites and jax.default_backend() == "cpu":
+        if groups > 1:
+            in_per_group, out_per_group = kernel.shape[-2], kernel.shape[-1] // groups
+            if in_per_group == 1 or max(in_per_group, out_per_group) <= _SHIFTED_SLICE_MAX_CHANNELS:
+                return _shifted_slice_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation)
+            kernel, groups = _block_diagonal(kernel, groups), 1
+        if _is_one_matmul(x, kernel, stride, pads, dilation, lhs_dilation):
+            return _im2col_conv(x, kernel, stride, pads, dilation)
     return lax.conv_general_dilated(
         x,
         kernel,
@@ -131,3 +199,39 @@ def _conv(
         dimension_numbers=_dimension_numbers(len(stride)),
         feature_group_count=groups,
     )
+
+
+def _conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    lhs_dilation: tuple[int, ...],
+) -> jax.Array:
+    """``_lowered_conv`` with the CPU rewrites as set now (``set_cpu_rewrites``)."""
+    return _lowered_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation, cpu_rewrites=_CPU_REWRITES)
+
+
+def _is_one_matmul(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    lhs_dilation: tuple[int, ...],
+) -> bool:
+    """Whether ``_im2col_conv`` pays here: a strided 1×1 kernel, or a single output position (the table above)."""
+    if any(l != 1 for l in lhs_dilation):
+        return False
+    kernel_size = kernel.shape[:-2]
+    out_spatial = output_size(x.shape[1:-1], kernel_size, stride, dilation, pads)
+    return math.prod(out_spatial) == 1 or (math.prod(kernel_size) == 1 and max(stride) > 1)
+
+
+def set_cpu_rewrites(enabled: bool) -> None:
+    """Turn the CPU rewrites on (the default) or off (``lax.conv_general_dilated`` for everything) for functions
+    traced from now on, e.g. to compare both in one process (``benchmarks/conv_paths.py``)."""
+    global _CPU_REWRITES
+    _CPU_REWRITES = enabled

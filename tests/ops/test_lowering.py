@@ -1,4 +1,5 @@
-"""The CPU rewrites of grouped convolutions (``cnn.ops._lowering``) against ``lax``'s grouped convolution."""
+"""The CPU rewrites of convolutions (``cnn.ops._lowering``: grouped convolutions, dense ones as one matrix product)
+against ``lax``'s convolution."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from cnn.ops._lowering import _conv
+from cnn.ops._lowering import _conv, set_cpu_rewrites
 from cnn.ops.conv import correlate
 from tests.reference import assert_close, normal, per_axis
 
@@ -25,6 +26,14 @@ LOWERING_CASES = [
     ((4, 5, 4), (2, 3, 2), 3, 3, 3, (1, 2, 1), (2, 1, 1), [(1, 0), (1, 1), (0, 1)], 1),
     ((9,), (3,), 10, 4, 2, 1, 1, [(1, 1)], 1),  # 5 in per group: block-diagonal dense kernel
     ((6, 5), (2, 3), 12, 18, 2, 2, 1, [(0, 1), (1, 1)], 1),  # 6 in x 9 out per group: block-diagonal
+    # dense, one matrix product (im2col): strided 1x1 kernels and kernels covering the whole padded input
+    ((7, 9), (1, 1), 5, 6, 1, (2, 1), 1, [(0, 0), (0, 0)], 1),
+    ((7, 9), (1, 1), 5, 6, 1, 2, 1, [(0, 0), (0, 0)], 1),  # projection shortcut: odd sizes, stride 2
+    ((8, 7), (1, 1), 3, 4, 1, (2, 3), 1, [(1, 2), (-1, 0)], 1),  # padded and cropped
+    ((9,), (1,), 4, 3, 1, 3, 1, [(0, 0)], 1),
+    ((3, 5, 4), (1, 1, 1), 2, 5, 1, 2, 1, [(0, 0)] * 3, 1),
+    ((5, 5), (5, 5), 6, 7, 1, 1, 1, [(0, 0), (0, 0)], 1),  # LeNet-5's C5
+    ((3, 4), (3, 3), 2, 4, 1, 2, (2, 1), [(1, 1), (0, 1)], 1),  # padded, dilated, one output position
 ]
 
 
@@ -46,10 +55,10 @@ def lax_grouped(x, w, stride, pads, dilation, groups, lhs_dilation):
 @pytest.mark.parametrize(
     ("in_spatial", "kernel_size", "cin", "cout", "groups", "stride", "dilation", "pads", "lhs_dilation"), LOWERING_CASES
 )
-def test_grouped_lowering_equals_lax(in_spatial, kernel_size, cin, cout, groups, stride, dilation, pads, lhs_dilation):
+def test_lowering_equals_lax(in_spatial, kernel_size, cin, cout, groups, stride, dilation, pads, lhs_dilation):
     rng = np.random.default_rng(5)
     ndim = len(in_spatial)
-    x, w = normal(rng, 2, *in_spatial, cin), normal(rng, *kernel_size, cin // groups, cout)
+    x, w = normal(rng, 1 + len(kernel_size) % 2, *in_spatial, cin), normal(rng, *kernel_size, cin // groups, cout)
     args = (per_axis(stride, ndim), tuple(pads), per_axis(dilation, ndim), groups)
 
     def ours(x, w):
@@ -77,3 +86,26 @@ def test_cpu_avoids_grouped_lax_convolution(cin, cout, groups, feature_groups):
     jaxpr = str(jax.make_jaxpr(lambda x, w: correlate(x, w, groups=groups))(x, w))  # nested jaxprs included
     found = [int(g) for g in re.findall(r"conv_general_dilated\[[^\]]*?feature_group_count=(\d+)", jaxpr)]
     assert found == ([] if feature_groups is None else [feature_groups])
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the im2col rewrite is CPU only")
+@pytest.mark.parametrize(
+    ("in_spatial", "kernel_size", "stride", "padding", "rewritten"),
+    [((8, 8), (1, 1), 2, 0, True), ((5, 5), (5, 5), 1, "VALID", True), ((7, 7), (3, 3), 1, "SAME", False),
+     ((8, 8), (3, 3), 2, 1, False), ((8, 8), (1, 1), 1, 0, False)],
+)
+def test_cpu_one_matmul_convolutions(in_spatial, kernel_size, stride, padding, rewritten):
+    """Strided 1×1 kernels and single-position outputs are a dot_general and no convolution; others stay lax's; with the
+    rewrites off everything is lax's."""
+    x, w = jnp.zeros((2, *in_spatial, 4)), jnp.zeros((*kernel_size, 4, 6))
+
+    def primitives() -> list[str]:
+        jaxpr = str(jax.make_jaxpr(lambda x, w: correlate(x, w, stride=stride, padding=padding))(x, w))
+        return re.findall(r"\b(conv_general_dilated|dot_general)\[", jaxpr)
+
+    assert primitives() == (["dot_general"] if rewritten else ["conv_general_dilated"])
+    try:
+        set_cpu_rewrites(False)
+        assert primitives() == ["conv_general_dilated"]
+    finally:
+        set_cpu_rewrites(True)

@@ -1,0 +1,163 @@
+"""How XLA:CPU convolutions are lowered (``cnn.ops._lowering``): each layer's forward, input gradient and kernel
+gradient with ``lax.conv_general_dilated`` against the CPU rewrites, and the training steps of CIFAR ResNet-18
+(batch 128, 32×32×3), LeNet-5 (batch 256, 32×32×1) and ResNet-50 (batch 32, 64×64×3) with the rewrites off and
+on, in one process, alternating.
+
+    python benchmarks/conv_paths.py                   # both tables
+    python benchmarks/conv_paths.py --skip-layers --rounds 5
+
+The machine is shared: absolute times move with the load, the same-run ratios much less. Both variants of a layer
+or step are compiled up front (``set_cpu_rewrites`` decides at trace time), then timed in alternation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import time
+from typing import ClassVar
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cnn.platform import configure_xla_cpu
+
+configure_xla_cpu()  # before JAX starts
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from benchmarks.timing import Timer, load_average, matmul_gflops, normal, table  # noqa: E402
+from cnn.config_defaults import base_config  # noqa: E402
+from cnn.data import DatasetSpec  # noqa: E402
+from cnn.models import create  # noqa: E402
+from cnn.models.resnet import BasicBlock, ResNet  # noqa: E402
+from cnn.ops import Layer, correlate  # noqa: E402
+from cnn.ops._lowering import set_cpu_rewrites  # noqa: E402
+from cnn.tasks import make_task  # noqa: E402
+from cnn.train.state import create_train_state  # noqa: E402
+from cnn.train.steps import train_step  # noqa: E402
+
+VARIANTS = ("lax", "rewrites")
+
+# (name, batch, input size, in channels, out channels, kernel, stride, padding): the convolutions of the two models
+LAYERS = [
+    ("ResNet-18 stem", 128, 32, 3, 64, 3, 1, 1),
+    ("ResNet-18 stage 1", 128, 32, 64, 64, 3, 1, 1),
+    ("ResNet-18 stage 2 /2", 128, 32, 64, 128, 3, 2, 1),
+    ("ResNet-18 stage 2 projection", 128, 32, 64, 128, 1, 2, 0),
+    ("ResNet-18 stage 2", 128, 16, 128, 128, 3, 1, 1),
+    ("ResNet-18 stage 3 projection", 128, 16, 128, 256, 1, 2, 0),
+    ("ResNet-18 stage 3", 128, 8, 256, 256, 3, 1, 1),
+    ("ResNet-18 stage 4 projection", 128, 8, 256, 512, 1, 2, 0),
+    ("ResNet-18 stage 4", 128, 4, 512, 512, 3, 1, 1),
+    ("ResNet-50 conv2_x 1x1 expand", 32, 16, 64, 256, 1, 1, 0),
+    ("ResNet-50 conv2_x 1x1 reduce", 32, 16, 256, 64, 1, 1, 0),
+    ("ResNet-50 conv4_x 1x1 expand", 32, 4, 256, 1024, 1, 1, 0),
+    ("LeNet-5 C1", 256, 32, 1, 6, 5, 1, 0),
+    ("LeNet-5 C3", 256, 14, 6, 16, 5, 1, 0),
+    ("LeNet-5 C5", 256, 5, 16, 120, 5, 1, 0),
+]
+
+
+class CifarResNet18(ResNet):
+    """ResNet-18 for 32×32 inputs: a 3×3 stem at stride 1 and no max pool (11,173,962 parameters, 10 classes)."""
+
+    stem: ClassVar[Layer] = Layer(3, 1, 1, 1)
+    stem_pool: ClassVar[Layer | None] = None
+
+
+def compiled_for_each_variant(fn, args: tuple) -> dict:
+    """``{variant: (compiled fn, args)}``: ``fn`` traced and compiled with the rewrites off and on."""
+    out = {}
+    for variant in VARIANTS:
+        set_cpu_rewrites(variant == "rewrites")
+        fresh = functools.partial(fn)  # a new function: jit would reuse its trace of ``fn`` with the other setting
+        out[variant] = (jax.jit(fresh).lower(*args).compile(), args)
+    set_cpu_rewrites(True)
+    return out
+
+
+def alternate(compiled: dict, rounds: int, calls: int) -> dict[str, float]:
+    """Median seconds per call of each compiled function, timed in turn ``rounds`` times, ``calls`` calls each."""
+    times = {name: [] for name in compiled}
+    for fn, args in compiled.values():
+        jax.block_until_ready(fn(*args))  # warm-up
+    for _ in range(rounds):
+        for name, (fn, args) in compiled.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                out = fn(*args)
+            jax.block_until_ready(out)
+            times[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def conv_passes(stride: int, padding: int) -> dict:
+    """``(x, w, dy) ->`` the forward, the input gradient and the kernel gradient of one correlation."""
+    conv = functools.partial(correlate, stride=stride, padding=padding)
+    return {
+        "fwd": lambda x, w, dy: conv(x, w),
+        "dx": lambda x, w, dy: jax.vjp(lambda x: conv(x, w), x)[1](dy),
+        "dw": lambda x, w, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy),
+    }
+
+
+def layer_rows(rounds: int) -> list[list]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, batch, size, cin, cout, k, stride, padding in LAYERS:
+        passes = conv_passes(stride, padding)
+        x, w = normal(rng, batch, size, size, cin), normal(rng, k, k, cin, cout, scale=0.1)
+        dy = normal(rng, *jax.eval_shape(passes["fwd"], x, w, None).shape)
+        row = [name, f"{batch}x{size}x{size}x{cin}->{cout} {k}x{k} /{stride}"]
+        for fn in passes.values():
+            ms = alternate(compiled_for_each_variant(fn, (x, w, dy)), rounds, 1)
+            row += [1e3 * ms["lax"], 1e3 * ms["rewrites"], ms["lax"] / ms["rewrites"]]
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def step_rows(rounds: int, calls: int) -> list[list]:
+    models = [
+        ("CIFAR ResNet-18", CifarResNet18(stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, num_classes=10), 128, 32, 3),
+        ("LeNet-5", create("lenet5", num_classes=10), 256, 32, 1),
+        ("ResNet-50, 64×64 (bottlenecks: 1×1 convolutions)", create("resnet50", num_classes=10), 32, 64, 3),
+    ]
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, net, batch, size, channels in models:
+        state = create_train_state(net, optax.sgd(0.01, momentum=0.9), (1, size, size, channels), seed=0)
+        data = {"image": rng.normal(size=(batch, size, size, channels)).astype(np.float32),
+                "label": rng.integers(0, 10, size=batch).astype(np.int32)}
+        task = make_task(base_config("digits", "lenet5"), DatasetSpec(10, (size, size, channels)))  # classification
+        step = functools.partial(train_step, schedule=lambda s: 0.01, task=task)
+        seconds = alternate(compiled_for_each_variant(step, (state, data, jax.random.PRNGKey(0))), rounds, calls)
+        rows.append([name, batch, batch / seconds["lax"], batch / seconds["rewrites"],
+                     seconds["lax"] / seconds["rewrites"]])
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-layers", action="store_true")
+    parser.add_argument("--skip-steps", action="store_true")
+    args = parser.parse_args()
+    print(f"jax {jax.__version__}, {jax.default_backend()}, {os.cpu_count()} cores, load average {load_average()}")
+    print(f"float32 2048² matmul GFLOP/s: {matmul_gflops(Timer(5, 10.0))}\n")
+    if not args.skip_layers:
+        headers = ["layer", "shape"] + [f"{p} {v}" for p in ("fwd", "dx", "dw") for v in ("lax ms", "rewrite ms", "x")]
+        print(table(headers, layer_rows(args.rounds)), "\n")
+    if not args.skip_steps:
+        print(table(["train step", "batch", "img/s lax", "img/s rewrites", "speed-up"], step_rows(args.rounds, 3)))
+    print(f"\nload average at the end {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
