@@ -19,7 +19,7 @@ Why:       the former recipe (width 8, cross-entropy, 900 steps of 32) reached 0
            | U-Net, loss                                                    | steps   | mean IoU            | wall    |
            |----------------------------------------------------------------|---------|---------------------|---------|
            | width 8, cross-entropy (3 seeds)                               | 900     | 0.217, 0.241, 0.140 | 2.5–7 m |
-           | width 8, ± BatchNorm, lr 1e-3–1e-2, bg weight 0.1, depth 4     | 200–600 | 0.09–0.12           | 1–5 m   |
+           | width 8, ± BN, lr 1e-3–1e-2, bg weight 0.1, depth 4; also 64²   | 200–600 | 0.09–0.12           | 1–5 m   |
            | width 32, cross-entropy                                        | 300     | 0.477 (200: 0.215)  | 7 m     |
            | width 16, cross-entropy + Dice                                 | 300     | 0.495 (200: 0.221)  | 2.6 m   |
            | width 16, cross-entropy + Dice, this config (64², batch 16)    | 750     | 0.8075 (375: 0.430) | 10 m    |
