@@ -7,8 +7,10 @@ label map, cropped to the output's size. Pixels whose label is ``config.task.ign
 counted.
 
 Loss (``config.task.loss``): ``"cross_entropy"``, ``sum_x w(x) · (-log softmax(z(x))[y(x)]) / |{x : y(x) not
-ignored}|`` with ``w = 1`` without a weight map; or ``"dice"``, the soft Dice loss over the batch's counted pixels
-(``cnn.tasks.segmentation_metrics.soft_dice_loss``; it has no per-pixel weight).
+ignored}|`` with ``w = 1`` without a weight map; ``"dice"``, the soft Dice loss over the batch's counted pixels
+(``cnn.tasks.segmentation_metrics.soft_dice_loss``; it has no per-pixel weight); or ``"cross_entropy+dice"``, their
+sum (the weight map, if any, weighs the cross-entropy term): the cross-entropy learns every pixel, the Dice term
+weighs each class as much as the background, so a rare class's uncertain pixels are not given up to the majority.
 Evaluation, exact over a split, from the confusion matrix ``C[true, predicted]`` of the counted pixels: pixel
 accuracy ``trace(C) / sum(C)`` and pixel error ``1 -`` it; per class ``IoU_k = C_kk / (sum_j C_kj + sum_j C_jk -
 C_kk)`` and ``Dice_k = 2 C_kk / (sum_j C_kj + sum_j C_jk)``, and their means over the classes that occur (in the
@@ -32,7 +34,7 @@ from cnn.tasks.classification import cross_entropy
 from cnn.tasks.report import plot_segmentation
 from cnn.tasks.segmentation_metrics import AdaptedRandError, segments_from_binary, soft_dice_loss
 
-LOSSES = ("cross_entropy", "dice")
+LOSSES = ("cross_entropy", "dice", "cross_entropy+dice")
 
 
 def center_crop_to(x: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
@@ -105,10 +107,11 @@ class Segmentation(Task):
             weights = weights * center_crop_to(batch["weight"], outputs.shape[1:-1])
         pixels = jnp.maximum(jnp.sum(counted), 1.0)
         correct = jnp.sum((jnp.argmax(outputs, -1) == labels) * counted)
-        if self.loss_name == "dice":
-            loss = soft_dice_loss(outputs, labels, counted)
-        else:
+        loss = 0.0
+        if self.loss_name != "dice":
             loss = jnp.sum(cross_entropy(outputs, labels) * weights) / pixels
+        if self.loss_name != "cross_entropy":
+            loss = loss + soft_dice_loss(outputs, labels, counted)
         return loss, {"loss": loss, "pixel_accuracy": correct / pixels}
 
     def eval_sums(self, outputs, batch):

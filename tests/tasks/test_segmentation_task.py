@@ -75,8 +75,19 @@ def test_dice_loss_option_equals_the_soft_dice_formula():
     assert float(loss) == pytest.approx(1 - np.mean(dice), rel=1e-5)
 
 
+def test_cross_entropy_plus_dice_is_their_sum_by_hand():
+    # Two pixels, two classes, logits (0, log 3) and (0, 0), labels 1 and 0: softmax p = (1/4, 3/4) and (1/2, 1/2).
+    # Cross-entropy: (-log 3/4 - log 1/2) / 2. Dice (smooth 1): class 0 (2·1/2 + 1) / (3/4 + 1 + 1) = 8/11,
+    # class 1 (2·3/4 + 1) / (5/4 + 1 + 1) = 10/13.
+    logits = jnp.asarray([[[[0.0, np.log(3.0)], [0.0, 0.0]]]], jnp.float32)
+    loss, _ = task(2, loss="cross_entropy+dice").loss(logits, {"label": jnp.asarray([[[1, 0]]], jnp.int32)})
+    expected = (np.log(4 / 3) + np.log(2)) / 2 + 1 - (8 / 11 + 10 / 13) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+
+
 def test_settings_errors_are_one_line():
-    with pytest.raises(ConfigError, match=r"config.task.loss='focal': choose from \['cross_entropy', 'dice'\]"):
+    with pytest.raises(ConfigError, match=r"config.task.loss='focal': choose from \['cross_entropy', 'dice', "
+                                          r"'cross_entropy\+dice'\]"):
         task(loss="focal")
     with pytest.raises(ConfigError, match=r"rand_error needs two classes .* has 3"):
         task(3, rand_error=True)
