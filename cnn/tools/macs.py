@@ -9,9 +9,10 @@ multiplies), and for every ``dot_general`` (output ``y``, contracting dimensions
 
     MACs = |y| · prod_{k in K} lhs.shape[k].
 
-``cnn.ops`` computes every convolution in a jitted ``_conv(x, kernel)`` which, on CPU, lowers grouped convolutions
-to sums of shifted slices or to one dense convolution with a block-diagonal kernel (XLA:CPU's grouped convolution is
-slow); such a call counts as the convolution it computes, by the same formula, whatever its lowering.
+``cnn.ops`` computes every convolution in a jitted ``_lowered_conv(x, kernel, ...)`` which, on CPU, lowers grouped
+convolutions to sums of shifted slices or to one dense convolution with a block-diagonal kernel, and a few dense ones
+to one matrix product (``cnn/ops/_lowering.py``); such a call counts as the convolution it computes, by the same
+formula, whatever its lowering.
 
 Nested jaxprs (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``, ...) are walked; a ``scan`` body counts
 ``length`` times, a ``cond`` its most expensive branch; a ``while`` body, whose trip count is unknown, once.
@@ -38,7 +39,7 @@ __all__ = ["count_macs", "count_params", "macs_by_module"]
 
 
 # Jitted functions of cnn.ops computing a channels-last convolution ``f(x, kernel, ...)``, however lowered.
-CONV_JITS = ("_conv",)
+CONV_JITS = ("_lowered_conv",)
 
 
 def _is_conv_jit(eqn) -> bool:
