@@ -18,7 +18,8 @@ import pytest
 
 from tests.harness.conftest import ROOT, cli_env, restore_params, train_args
 
-LONG_RUN = ("--config.num_steps=300", "--config.checkpoint_every_steps=20", "--config.eval_every_steps=100",
+LONG_STEPS = 160  # the kill lands after the step-20 checkpoint, far from the end
+LONG_RUN = (f"--config.num_steps={LONG_STEPS}", "--config.checkpoint_every_steps=20", "--config.eval_every_steps=80",
             "--config.log_every_steps=10")
 
 
@@ -49,14 +50,14 @@ def test_sigkill_then_rerun_resumes_bitwise(tmp_path, tfds_dir, train):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed / "checkpoints" / "300").exists()
+    assert not (killed / "checkpoints" / str(LONG_STEPS)).exists()
 
     resumed = train(killed, *LONG_RUN)
     assert "resumed from the checkpoint at step" in resumed.stderr
-    assert_trees_equal(restore_params(reference, 300), restore_params(killed, 300))
+    assert_trees_equal(restore_params(reference, LONG_STEPS), restore_params(killed, LONG_STEPS))
     # The data order resumed exactly: every logged training loss is the same, and none is logged twice.
     steps = [r["step"] for r in train_records(killed)]
-    assert steps == sorted(set(steps)) == list(range(10, 301, 10))
+    assert steps == sorted(set(steps)) == list(range(10, LONG_STEPS + 1, 10))
     for a, b in zip(train_records(reference), train_records(killed), strict=True):
         assert (a["step"], a["loss"], a["accuracy"], a["grad_norm"]) == (b["step"], b["loss"], b["accuracy"],
                                                                           b["grad_norm"])

@@ -91,9 +91,11 @@ RESNET8_FASHION_MNIST = (9 * 1 * 16 + 9 * (16 * 16 * 2 + 16 * 32 + 32 * 32 + 32 
 
 # config, command-line overrides, expected parameters, {path of a swapped layer: its parameter shapes}
 RUNS = [
+    pytest.param("configs/cifar10_resnet.py:runlocal", (), PUBLISHED["cifar_resnet20"][0], {}, id="cifar_resnet20"),
     pytest.param("configs/cifar10_resnet.py:runlocal", ("--config.model.conv=tiled",),
                  PUBLISHED["cifar_resnet20"][0] + swapped("tiled", CIFAR_RESNET20_CONVS_32PX, bias=False),
-                 {"stage2_block1/conv1": {"kernel": (2, 2, 3, 3, 16, 32)}}, id="cifar_resnet20-tiled"),
+                 {"stage2_block1/conv1": {"kernel": (2, 2, 3, 3, 16, 32)}}, id="cifar_resnet20-tiled",
+                 marks=pytest.mark.slow),  # a kind swapped in through the CLI trains in CI as vgg11-separable
     pytest.param("configs/cifar10_resnet.py:runlocal", ("--config.model.name=resnet18",), with_head("resnet18", 512),
                  {}, id="resnet18", marks=pytest.mark.slow),  # the ResNet code trains in CI as cifar_resnet20
     pytest.param("narrow_vgg", ("--config.model.conv=separable",),
