@@ -121,16 +121,13 @@ def test_missing_config_file_is_one_line_error(tmp_path, tfds_dir):
     assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_resolved_config_written(tmp_path, train):
-    train(tmp_path, "--config.optimizer.learning_rate=0.07", "--config.num_steps=4")
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert config["optimizer"]["learning_rate"] == 0.07 and config["num_steps"] == 4
+def test_four_devices_match_one_device_and_the_resolved_config_is_written(tmp_path, train):
+    single = train(tmp_path / "one", "--config.optimizer.learning_rate=0.07")
+    multi = train(tmp_path / "four", "--config.optimizer.learning_rate=0.07",
+                  XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    config = json.loads((tmp_path / "one" / "config.json").read_text())
+    assert config["optimizer"]["learning_rate"] == 0.07 and config["num_steps"] == 12
     assert config["model"]["name"] == "small_cnn"
-
-
-def test_four_devices_match_one_device(tmp_path, train):
-    single = train(tmp_path / "one")
-    multi = train(tmp_path / "four", XLA_FLAGS="--xla_force_host_platform_device_count=4")
     assert "on 1 cpu device" in single.stderr and "on 4 cpu devices" in multi.stderr
     for a, b in zip(train_records(tmp_path / "one"), train_records(tmp_path / "four"), strict=True):
         np.testing.assert_allclose([a["loss"], a["grad_norm"]], [b["loss"], b["grad_norm"]], rtol=2e-5)
