@@ -25,7 +25,6 @@ Prints one JSON line per evaluation: ``{"step", "epoch", "accuracy", "seconds"}`
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -34,25 +33,18 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+from cnn.data.canvas import load_mnist
+
 STARTED = time.perf_counter()
-MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist")
 MEAN, STD = 0.1307, 0.3081
 
 
-def read_idx(path: str) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def load(mnist_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load(mnist_dir: str | None, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images zero-padded to (n, 32, 32) in [0, 1], and labels."""
-    prefix = "train" if split == "train" else "t10k"
-    images = read_idx(os.path.join(mnist_dir, f"{prefix}-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
-    labels = read_idx(os.path.join(mnist_dir, f"{prefix}-labels-idx1-ubyte.gz")).astype(np.int64)
-    return np.pad(images, ((0, 0), (2, 2), (2, 2))), labels
+    digits, labels = load_mnist(split, mnist_dir)  # the project's reader: the same files, checked by sha256
+    images = digits.astype(np.float32) / 255.0
+    return np.pad(images, ((0, 0), (2, 2), (2, 2))), labels.copy()  # the reader's arrays are read-only
 
 
 def random_crop(images: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray:
@@ -97,7 +89,7 @@ def lenet5(torch):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mnist_dir", default=os.path.normpath(MNIST_DIR))
+    parser.add_argument("--mnist_dir", default=None, help="the MNIST idx files (default: ../shared/data/mnist)")
     parser.add_argument("--epochs", type=float, default=20.0)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=0.05)
@@ -117,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train_x, train_y = load(args.mnist_dir, "train")
-    test_x = torch.from_numpy((load(args.mnist_dir, "test")[0][:, None] - MEAN) / STD)
-    test_y = torch.from_numpy(load(args.mnist_dir, "test")[1])
+    test_images, test_labels = load(args.mnist_dir, "test")
+    test_x, test_y = torch.from_numpy((test_images[:, None] - MEAN) / STD), torch.from_numpy(test_labels)
 
     model = lenet5(torch)
     weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
