@@ -1,10 +1,12 @@
 """How XLA:CPU convolutions are lowered (``cnn.ops._lowering``): each layer's forward, input gradient and kernel
 gradient with ``lax.conv_general_dilated`` against the CPU rewrites, and the training steps of CIFAR ResNet-18
-(batch 128, 32×32×3), LeNet-5 (batch 256, 32×32×1) and ResNet-50 (batch 32, 64×64×3) with the rewrites off and
-on, in one process, alternating.
+(batch 128, 32×32×3), LeNet-5 (batch 256, 32×32×1) and ResNet-50 (batch 32, 64×64×3), and of the 3D ResNets
+(r3d_18 and r2plus1d_18 on 4 clips of 8×56×56, MedMNIST's resnet18_3d on 4 volumes of 28³), with the rewrites off
+and on, in one process, alternating.
 
     python benchmarks/conv_paths.py                   # both tables
     python benchmarks/conv_paths.py --skip-layers --rounds 5
+    python benchmarks/conv_paths.py --dims 3 --rounds 3     # 3D only
 
 The machine is shared: absolute times move with the load, the same-run ratios much less. Both variants of a layer
 or step are compiled up front (``set_cpu_rewrites`` decides at trace time), then timed in alternation.
@@ -61,6 +63,18 @@ LAYERS = [
     ("LeNet-5 C3", 256, 14, 6, 16, 5, 1, 0),
     ("LeNet-5 C5", 256, 5, 16, 120, 5, 1, 0),
 ]
+# 3D: (depth, height, width) per axis. r3d_18 on 4 clips of 8×56×56; MedMNIST's ResNet-18 (no stem stride) at 28³.
+LAYERS_3D = [
+    ("r3d_18 stem", 4, (8, 56, 56), 3, 64, (3, 7, 7), (1, 2, 2), ((1, 1), (3, 3), (3, 3))),
+    ("r3d_18 stage 1", 4, (8, 28, 28), 64, 64, (3, 3, 3), 1, 1),
+    ("r3d_18 stage 2 /2", 4, (8, 28, 28), 64, 128, (3, 3, 3), 2, 1),
+    ("r3d_18 stage 3", 4, (2, 7, 7), 256, 256, (3, 3, 3), 1, 1),
+    ("r2plus1d_18 stage 1 spatial", 4, (8, 28, 28), 64, 144, (1, 3, 3), 1, ((0, 0), (1, 1), (1, 1))),
+    ("r2plus1d_18 stage 1 temporal", 4, (8, 28, 28), 144, 64, (3, 1, 1), 1, ((1, 1), (0, 0), (0, 0))),
+    ("resnet18_3d 28³ stage 1", 4, (28, 28, 28), 64, 64, (3, 3, 3), 1, 1),
+    ("resnet18_3d 28³ stage 2 /2", 4, (28, 28, 28), 64, 128, (3, 3, 3), 2, 1),
+    ("resnet18_3d 28³ stage 2", 4, (14, 14, 14), 128, 128, (3, 3, 3), 1, 1),
+]
 
 
 class CifarResNet18(ResNet):
@@ -106,14 +120,16 @@ def conv_passes(stride: int, padding: int) -> dict:
     }
 
 
-def layer_rows(rounds: int) -> list[list]:
+def layer_rows(layers: list[tuple], rounds: int) -> list[list]:
     rng = np.random.default_rng(0)
     rows = []
-    for name, batch, size, cin, cout, k, stride, padding in LAYERS:
+    for name, batch, size, cin, cout, k, stride, padding in layers:
         passes = conv_passes(stride, padding)
-        x, w = normal(rng, batch, size, size, cin), normal(rng, k, k, cin, cout, scale=0.1)
+        spatial, kernel = (size, size) if isinstance(size, int) else size, (k, k) if isinstance(k, int) else k
+        x, w = normal(rng, batch, *spatial, cin), normal(rng, *kernel, cin, cout, scale=0.1)
         dy = normal(rng, *jax.eval_shape(passes["fwd"], x, w, None).shape)
-        row = [name, f"{batch}x{size}x{size}x{cin}->{cout} {k}x{k} /{stride}"]
+        strides = "x".join(map(str, stride)) if isinstance(stride, tuple) else stride
+        row = [name, f"{'x'.join(map(str, (batch, *spatial, cin)))}->{cout} {'x'.join(map(str, kernel))} /{strides}"]
         for fn in passes.values():
             ms = alternate(compiled_for_each_variant(fn, (x, w, dy)), rounds, 1)
             row += [1e3 * ms["lax"], 1e3 * ms["rewrites"], ms["lax"] / ms["rewrites"]]
@@ -122,21 +138,37 @@ def layer_rows(rounds: int) -> list[list]:
     return rows
 
 
-def step_rows(rounds: int, calls: int) -> list[list]:
-    models = [
-        ("CIFAR ResNet-18", CifarResNet18(stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, num_classes=10), 128, 32, 3),
-        ("LeNet-5", create("lenet5", num_classes=10), 256, 32, 1),
-        ("ResNet-50, 64×64 (bottlenecks: 1×1 convolutions)", create("resnet50", num_classes=10), 32, 64, 3),
-    ]
+def step_models(dims: set[int]) -> list[tuple]:
+    """(name, model, batch, input shape without the batch) of the training steps for 2D and/or 3D inputs."""
+    models = []
+    if 2 in dims:
+        models += [
+            ("CIFAR ResNet-18", CifarResNet18(stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, num_classes=10), 128,
+             (32, 32, 3)),
+            ("LeNet-5", create("lenet5", num_classes=10), 256, (32, 32, 1)),
+            ("ResNet-50, 64×64 (bottlenecks: 1×1 convolutions)", create("resnet50", num_classes=10), 32, (64, 64, 3)),
+        ]
+    if 3 in dims:
+        models += [
+            ("r3d_18, 8×56×56 clips", create("r3d_18", num_classes=10), 4, (8, 56, 56, 3)),
+            ("r2plus1d_18, 8×56×56 clips", create("r2plus1d_18", num_classes=10), 4, (8, 56, 56, 3)),
+            ("resnet18_3d (MedMNIST), 28³", create("resnet18_3d", num_classes=2), 4, (28, 28, 28, 1)),
+        ]
+    return models
+
+
+def step_rows(dims: set[int], rounds: int, calls: int) -> list[list]:
     rng = np.random.default_rng(0)
     rows = []
-    for name, net, batch, size, channels in models:
-        state = create_train_state(net, optax.sgd(0.01, momentum=0.9), (1, size, size, channels), seed=0)
-        data = {"image": rng.normal(size=(batch, size, size, channels)).astype(np.float32),
-                "label": rng.integers(0, 10, size=batch).astype(np.int32)}
-        task = make_task(base_config("digits", "lenet5"), DatasetSpec(10, (size, size, channels)))  # classification
+    for name, net, batch, shape in step_models(dims):
+        state = create_train_state(net, optax.sgd(0.01, momentum=0.9), (1, *shape), seed=0)
+        data = {"image": rng.normal(size=(batch, *shape)).astype(np.float32),
+                "label": rng.integers(0, 2, size=batch).astype(np.int32)}
+        task = make_task(base_config("digits", "lenet5"), DatasetSpec(10, shape))  # classification
         step = functools.partial(train_step, schedule=lambda s: 0.01, task=task)
-        seconds = alternate(compiled_for_each_variant(step, (state, data, jax.random.PRNGKey(0))), rounds, calls)
+        calls_per_round = calls if len(shape) == 3 else 1  # a 3D step takes seconds
+        seconds = alternate(compiled_for_each_variant(step, (state, data, jax.random.PRNGKey(0))), rounds,
+                            calls_per_round)
         rows.append([name, batch, batch / seconds["lax"], batch / seconds["rewrites"],
                      seconds["lax"] / seconds["rewrites"]])
         print(rows[-1], flush=True)
@@ -148,14 +180,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--skip-steps", action="store_true")
+    parser.add_argument("--dims", default="2,3", help="comma-separated: 2 (2D layers and steps), 3 (3D)")
     args = parser.parse_args()
+    dims = {int(d) for d in args.dims.split(",")}
     print(f"jax {jax.__version__}, {jax.default_backend()}, {os.cpu_count()} cores, load average {load_average()}")
     print(f"float32 2048² matmul GFLOP/s: {matmul_gflops(Timer(5, 10.0))}\n")
     if not args.skip_layers:
         headers = ["layer", "shape"] + [f"{p} {v}" for p in ("fwd", "dx", "dw") for v in ("lax ms", "rewrite ms", "x")]
-        print(table(headers, layer_rows(args.rounds)), "\n")
+        layers = (LAYERS if 2 in dims else []) + (LAYERS_3D if 3 in dims else [])
+        print(table(headers, layer_rows(layers, args.rounds)), "\n")
     if not args.skip_steps:
-        print(table(["train step", "batch", "img/s lax", "img/s rewrites", "speed-up"], step_rows(args.rounds, 3)))
+        rows = step_rows(dims, args.rounds, 3)
+        print(table(["train step", "batch", "examples/s lax", "examples/s rewrites", "speed-up"], rows))
     print(f"\nload average at the end {load_average()}")
 
 

@@ -34,6 +34,16 @@ LOWERING_CASES = [
     ((3, 5, 4), (1, 1, 1), 2, 5, 1, 2, 1, [(0, 0)] * 3, 1),
     ((5, 5), (5, 5), 6, 7, 1, 1, 1, [(0, 0), (0, 0)], 1),  # LeNet-5's C5
     ((3, 4), (3, 3), 2, 4, 1, 2, (2, 1), [(1, 1), (0, 1)], 1),  # padded, dilated, one output position
+    # dense 3D, depth folded into a 2D convolution
+    ((5, 6, 5), (3, 3, 3), 3, 4, 1, 1, 1, [(1, 1)] * 3, 1),
+    ((7, 6, 7), (3, 2, 3), 2, 5, 1, (2, 1, 2), (2, 1, 1), [(1, 2), (0, 1), (1, 0)], 1),  # strides, dilation
+    ((4, 5, 5), (3, 7, 7), 3, 4, 1, (1, 2, 2), 1, [(1, 1), (3, 3), (3, 3)], 1),  # r3d_18's stem, small
+    ((6, 5, 4), (1, 3, 3), 4, 3, 1, 1, 1, [(0, 0), (1, 1), (1, 1)], 1),  # (2+1)D: spatial
+    ((6, 5, 4), (3, 1, 1), 4, 3, 1, (2, 1, 1), 1, [(1, 1), (0, 0), (0, 0)], 1),  # (2+1)D temporal: depth only
+    ((5, 3, 4), (2, 1, 1), 3, 2, 1, 1, (2, 1, 1), [(2, -1), (0, 0), (0, 0)], (2, 1, 1)),  # depth only, transposed
+    ((6, 5, 4), (3, 1, 1), 4, 3, 1, (1, 2, 1), 1, [(1, 1), (0, 0), (0, 0)], 1),  # 3x1x1 strided in height: folded
+    ((4, 3, 4), (2, 2, 3), 3, 2, 1, 1, 1, [(1, -1), (1, 0), (2, 2)], (2, 1, 2)),  # transposed, cropped
+    ((5, 4, 4), (3, 3, 3), 12, 6, 2, 1, 1, [(1, 1)] * 3, 1),  # grouped: block-diagonal, then folded
 ]
 
 
@@ -107,5 +117,23 @@ def test_cpu_one_matmul_convolutions(in_spatial, kernel_size, stride, padding, r
     try:
         set_cpu_rewrites(False)
         assert primitives() == ["conv_general_dilated"]
+    finally:
+        set_cpu_rewrites(True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depth folding is CPU only")
+def test_cpu_folds_3d_convolutions_into_2d():
+    """A dense 3D convolution becomes one 2D convolution (depth in the batch, depth taps in the channels); with the
+    rewrites off it stays lax's 3D convolution."""
+    x, w = jnp.zeros((2, 6, 7, 7, 4)), jnp.zeros((3, 3, 3, 4, 8))
+
+    def layouts() -> list[str]:
+        jaxpr = str(jax.make_jaxpr(lambda x, w: correlate(x, w, padding=1))(x, w))
+        return re.findall(r"conv_general_dilated\[.*?lhs_spec=\((\d+(?:, \d+)*)\)", jaxpr, re.S)
+
+    assert [len(spec.split(",")) for spec in layouts()] == [4]
+    try:
+        set_cpu_rewrites(False)
+        assert [len(spec.split(",")) for spec in layouts()] == [5]
     finally:
         set_cpu_rewrites(True)
