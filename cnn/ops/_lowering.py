@@ -6,7 +6,8 @@ There grouped convolutions are rewritten: as a sum of shifted, strided slices ti
 have few channels (depthwise included), else as one dense convolution with a block-diagonal kernel. Dense
 convolutions with a strided 1×1 kernel, or whose kernel covers the whole padded input (one output position,
 LeNet-5's C5), are one matrix product of patches and the flattened kernel (im2col), whose gradients are matrix
-products too. Dense 3D convolutions, which XLA:CPU runs far slower than 2D ones (their strided input gradients by
+products too, and so is a transposed convolution whose stride equals its kernel (U-Net's up-convolution: each
+input entry writes its own block of the output). Dense 3D convolutions, which XLA:CPU runs far slower than 2D ones (their strided input gradients by
 up to 200×), are 2D convolutions: depth folded into the batch and its taps into the channels, or, for a kernel
 that spans depth alone, height and width flattened into one axis.
 The rewrites are tested equal to ``lax`` (values and gradients) in ``tests/ops/test_lowering.py``.
@@ -53,6 +54,10 @@ _SHIFTED_SLICE_MAX_CHANNELS = 4
 # with 64-512 channels at stride 1 or 2 (im2col 1.3-3x slower: the patches are 9x the input), LeNet-5's C1 and C3,
 # the 3-channel stem. In whole training steps the rewrites are within the noise (CIFAR ResNet-18 1.00-1.15x,
 # LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x): those steps are dominated by what is not rewritten.
+# U-Net's 2×2 up-convolutions (transposed, stride 2), 4 images, ms forward / forward and both gradients, lax ->
+# one matrix product (`_block_transpose_conv`), 2 shared cores under load average ~12:
+#   8x8x1024 -> 512: 44 / 3601 -> 35 / 132;  16x16x512 -> 256: 16 / 2156 -> 12 / 72
+#   32x32x256 -> 128: 12 / 3540 -> 30 / 68;  64x64x128 -> 64: 19 / 1916 -> 15 / 48
 # Dense 3D convolutions as 2D ones: ms for forward / input gradient / kernel gradient, lax -> rewrite, measured by
 # `python benchmarks/conv_paths.py --dims 3 --skip-steps --rounds 2` (2 shared cores, load average 4-8):
 #   4x8x56x56x3 -> 64, 3x7x7 /1x2x2 (r3d_18 stem)          257 / 36175 / 333   ->  51 / 171 / 37
@@ -214,6 +219,45 @@ def _depth_folded_conv(
     return out.reshape(n, out_depth, *out.shape[1:])
 
 
+def _is_block_transpose(
+    kernel: jax.Array,
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    lhs_dilation: tuple[int, ...],
+) -> bool:
+    """Whether this is a transposed convolution whose stride equals its kernel (U-Net's 2×2 up-convolution):
+    ``K - 1`` zeros between input entries, padded by ``K - 1`` on both sides, read by a ``K``-wide kernel."""
+    kernel_size = kernel.shape[:-2]
+    return (
+        lhs_dilation == kernel_size
+        and max(kernel_size) > 1
+        and all(s == d == 1 for s, d in zip(stride, dilation, strict=True))
+        and pads == tuple((k - 1, k - 1) for k in kernel_size)
+    )
+
+
+def _block_transpose_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A transposed convolution with stride equal to its kernel size ``K`` as one matrix product:
+
+        out[n, j·K + a, o] = sum_c x[n, j, c] · w[K - 1 - a, c, o]        (0 <= a < K, per spatial axis)
+
+    Every input position writes its own ``K``-block of the output (no overlap), so the output is the product
+    ``x · w'`` with ``w'[c, (a, o)]`` the flipped kernel, its ``(a, o)`` columns moved into space (depth to
+    space). Its gradients are matrix products too, where XLA:CPU's zero-inserting convolution is slow (U-Net's
+    up-convolutions: 30-50× forward plus backward).
+    """
+    ndim = kernel.ndim - 2
+    kernel_size, (in_channels, out_channels) = kernel.shape[:ndim], kernel.shape[ndim:]
+    flipped = lax.rev(kernel, tuple(range(ndim)))
+    columns = jnp.moveaxis(flipped, ndim, 0).reshape(in_channels, -1)  # [c, (a, o)]
+    blocks = (x.reshape(-1, in_channels) @ columns).reshape(*x.shape[:-1], *kernel_size, out_channels)
+    # (n, j_1..j_d, a_1..a_d, o) -> (n, j_1, a_1, ..., j_d, a_d, o) -> (n, j_1·K_1 + a_1, ..., o)
+    order = [0, *itertools.chain.from_iterable((1 + i, 1 + ndim + i) for i in range(ndim)), 1 + 2 * ndim]
+    out_spatial = [size * k for size, k in zip(x.shape[1:-1], kernel_size, strict=True)]
+    return blocks.transpose(order).reshape(x.shape[0], *out_spatial, out_channels)
+
+
 def _is_depth_only(
     kernel: jax.Array, stride: tuple[int, ...], pads: tuple[tuple[int, int], ...], lhs_dilation: tuple[int, ...]
 ) -> bool:
@@ -276,6 +320,8 @@ def _lowered_conv(
             if in_per_group == 1 or max(in_per_group, out_per_group) <= _SHIFTED_SLICE_MAX_CHANNELS:
                 return _shifted_slice_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation)
             kernel, groups = _block_diagonal(kernel, groups), 1
+        if _is_block_transpose(kernel, stride, pads, dilation, lhs_dilation):
+            return _block_transpose_conv(x, kernel)
         if _is_one_matmul(x, kernel, stride, pads, dilation, lhs_dilation):
             return _im2col_conv(x, kernel, stride, pads, dilation)
         if len(stride) == 3:

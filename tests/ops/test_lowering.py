@@ -12,7 +12,7 @@ import pytest
 from jax import lax
 
 from cnn.ops._lowering import _conv, set_cpu_rewrites
-from cnn.ops.conv import correlate
+from cnn.ops.conv import conv_transpose, correlate
 from tests.reference import assert_close, normal, per_axis
 
 LOWERING_CASES = [
@@ -34,6 +34,11 @@ LOWERING_CASES = [
     ((3, 5, 4), (1, 1, 1), 2, 5, 1, 2, 1, [(0, 0)] * 3, 1),
     ((5, 5), (5, 5), 6, 7, 1, 1, 1, [(0, 0), (0, 0)], 1),  # LeNet-5's C5
     ((3, 4), (3, 3), 2, 4, 1, 2, (2, 1), [(1, 1), (0, 1)], 1),  # padded, dilated, one output position
+    # transposed with stride = kernel (U-Net's up-convolution): one matrix product, depth to space
+    ((3, 4), (2, 2), 5, 3, 1, 1, 1, [(1, 1), (1, 1)], (2, 2)),
+    ((3, 2, 3), (2, 3, 1), 2, 4, 1, 1, 1, [(1, 1), (2, 2), (0, 0)], (2, 3, 1)),
+    ((5,), (3,), 4, 2, 1, 1, 1, [(2, 2)], 3),
+    ((3, 4), (2, 2), 12, 18, 2, 1, 1, [(1, 1), (1, 1)], (2, 2)),  # grouped: block-diagonal first
     # dense 3D, depth folded into a 2D convolution
     ((5, 6, 5), (3, 3, 3), 3, 4, 1, 1, 1, [(1, 1)] * 3, 1),
     ((7, 6, 7), (3, 2, 3), 2, 5, 1, (2, 1, 2), (2, 1, 1), [(1, 2), (0, 1), (1, 0)], 1),  # strides, dilation
@@ -137,3 +142,13 @@ def test_cpu_folds_3d_convolutions_into_2d():
         assert [len(spec.split(",")) for spec in layouts()] == [5]
     finally:
         set_cpu_rewrites(True)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the block transpose is CPU only")
+@pytest.mark.parametrize(("kernel_size", "stride", "rewritten"), [((2, 2), 2, True), ((3, 3), 2, False)])
+def test_cpu_up_convolution_is_one_matmul(kernel_size, stride, rewritten):
+    """A transposed convolution whose stride equals its kernel is a dot_general; an overlapping one stays lax's."""
+    y, w = jnp.zeros((2, 4, 4, 6)), jnp.zeros((*kernel_size, 3, 6))
+    jaxpr = str(jax.make_jaxpr(lambda y, w: conv_transpose(y, w, stride=stride))(y, w))
+    assert re.findall(r"\b(conv_general_dilated|dot_general)\[", jaxpr) == (
+        ["dot_general"] if rewritten else ["conv_general_dilated"])
