@@ -11,8 +11,8 @@ Default (accelerator): ``unet`` as published (width 64, depth 4, 31,030,658 para
 388² centre is labelled, batch 1 with momentum 0.99 as in the paper, 6,000 steps.
 Variant ``cpu``: a narrow U-Net (width 8, depth 4: 485,682 parameters, 1/64 of the published compute per pixel) on
 380² tiles (196² labelled), batch 2, Adam 1e-3 with 50 warmup steps and a cosine decay, 1,500 steps (120 epochs of
-25 tiles; about 20 minutes of 2 shared CPU cores). The former 300 steps at a constant 1e-3 (2.3 s a step, 76% of it
-waiting for the deformation of whole slices) gave pixel error 0.1673, Rand error 0.4528.
+25 tiles; 23 minutes of 2 CPU cores shared with other jobs, README "Results"). The former 300 steps at a constant
+1e-3 (2.3 s a step, 76% of it waiting for the deformation of whole slices) gave pixel error 0.1673, Rand error 0.4528.
 Variant ``runlocal``: a few steps of a width-2 U-Net on 252² tiles, no weight map (used by the tests).
 
 Data (``cnn/data/isbi.py``): slices 0–24 train, 25–29 held out (the only annotated slices: the challenge's test
