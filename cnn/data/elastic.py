@@ -9,31 +9,59 @@ every pixel by a bicubic spline (``scipy.ndimage.zoom``, order 3: it passes thro
 image is ``I'(x) = I(x + u(x))``, sampled with bicubic interpolation for the image and nearest neighbour for the
 label map (so labels keep their values); outside the image, the image is mirrored (as the overlap-tile inference
 mirrors it).
+
+The spline zoom is separable, ``u = Z_H c Z_Wᵀ`` with ``Z_n`` the ``(n, grid)`` matrix of the 1D zoom, so the field
+costs two small matrix products, and only at the pixels asked for: a tile cut from the deformed (and mirror-padded)
+image needs ``u`` and the resampling at its own pixels only (``at=(rows, cols)``, rows and columns of the image,
+mirrored ones included via :func:`mirror_index`): the same values as deforming the whole image, then cutting.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from scipy import ndimage
 
 
+@functools.lru_cache(maxsize=16)
+def _spline_zoom(n: int, grid: int) -> np.ndarray:
+    """The ``(n, grid)`` matrix of ``ndimage.zoom(·, n / grid, order=3, mode="mirror")`` on ``grid`` node values
+    (column ``k``: the zoom of the ``k``-th unit vector; node ``k`` at pixel ``k·(n - 1)/(grid - 1)``)."""
+    matrix = np.stack([ndimage.zoom(unit, n / grid, order=3, mode="mirror") for unit in np.eye(grid)], axis=1)
+    matrix.setflags(write=False)  # shared by every call through the cache
+    return matrix
+
+
+def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
+    """The pixel of an axis of length ``n`` that ``index`` reads once the axis is mirrored as ``np.pad(...,
+    mode="reflect")`` and ``ndimage`` ``mode="mirror"`` do (the edge pixel not repeated: -1 -> 1, n -> n - 2)."""
+    period = max(2 * (n - 1), 1)
+    index = np.abs(index) % period
+    return np.where(index < n, index, period - index)
+
+
 def elastic_displacement(rng: np.random.Generator, shape: tuple[int, int], *, sigma: float = 10.0,
-                         grid: int = 3) -> np.ndarray:
-    """The displacement field ``(2, H, W)`` (rows, columns) of a random elastic deformation of an ``(H, W)`` image."""
+                         grid: int = 3, at: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The displacement field ``(2, H, W)`` (rows, columns) of a random elastic deformation of an ``(H, W)`` image;
+    with ``at=(rows, cols)`` (pixel indices) only at those pixels: ``(2, len(rows), len(cols))``."""
     if grid < 2 or min(shape) < grid:
         raise ValueError(f"grid must be at least 2 and at most the image size {shape}, got {grid}")
     coarse = rng.normal(0.0, sigma, (2, grid, grid))
-    zoom = (shape[0] / grid, shape[1] / grid)  # corners aligned: node k at pixel k·(H - 1)/(grid - 1)
-    return np.stack([ndimage.zoom(c, zoom, order=3, mode="mirror") for c in coarse])
+    rows, cols = (np.arange(shape[0]), np.arange(shape[1])) if at is None else at
+    return _spline_zoom(shape[0], grid)[rows] @ coarse @ _spline_zoom(shape[1], grid)[cols].T
 
 
-def warp(array: np.ndarray, displacement: np.ndarray, order: int) -> np.ndarray:
+def warp(array: np.ndarray, displacement: np.ndarray, order: int,
+         at: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``array (H, W)`` or ``(H, W, C)`` sampled at ``x + displacement(x)``: ``order`` 3 (bicubic, as float32) for
-    images, 0 (nearest neighbour, the dtype kept) for label maps; mirrored outside."""
-    if array.shape[:2] != displacement.shape[1:]:
-        raise ValueError(f"displacement {displacement.shape} must be (2, H, W) for the array's {array.shape}")
-    rows, cols = np.meshgrid(np.arange(array.shape[0]), np.arange(array.shape[1]), indexing="ij")
-    coordinates = np.stack([rows, cols]) + displacement
+    images, 0 (nearest neighbour, the dtype kept) for label maps; mirrored outside. With ``at=(rows, cols)`` only at
+    those pixels ``x`` (``displacement`` given there: ``(2, len(rows), len(cols))``)."""
+    rows, cols = (np.arange(array.shape[0]), np.arange(array.shape[1])) if at is None else at
+    if displacement.shape != (2, len(rows), len(cols)):
+        raise ValueError(f"displacement {displacement.shape} must be (2, {len(rows)}, {len(cols)}) for the array's "
+                         f"{array.shape} at the pixels asked for")
+    coordinates = np.stack(np.meshgrid(rows, cols, indexing="ij")) + displacement
     values = array.astype(np.float32) if order else array
 
     def sample(plane: np.ndarray) -> np.ndarray:

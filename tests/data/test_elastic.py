@@ -4,6 +4,7 @@ label transformed alike (an image equal to its label map stays equal under symme
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from cnn.data.elastic import augment, elastic_deform, elastic_displacement, flip_rotate, random_tile, warp
 
@@ -78,3 +79,13 @@ def test_a_weight_map_moves_with_the_label():
     again = augment(np.random.default_rng(3), IMAGE[..., 0], LABEL, tile_size=24, label_size=16, sigma=0.0)
     np.testing.assert_array_equal(again[1], label)  # the weight does not change the draws
     np.testing.assert_allclose(again[0], image, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, grid", [((41, 37), 3), ((30, 52), 4)])
+def test_displacement_is_scipy_zoom_of_the_node_draws(shape, grid):
+    nodes = np.random.default_rng(2).normal(0.0, 10.0, (2, grid, grid))
+    expected = np.stack([ndimage.zoom(c, (shape[0] / grid, shape[1] / grid), order=3, mode="mirror") for c in nodes])
+    np.testing.assert_allclose(elastic_displacement(np.random.default_rng(2), shape, grid=grid), expected, atol=1e-12)
+    rows, cols = np.array([5, 0, 5, 29]), np.arange(3, 9)  # any pixels, in any order, repeated
+    window = elastic_displacement(np.random.default_rng(2), shape, grid=grid, at=(rows, cols))
+    np.testing.assert_allclose(window, expected[:, rows][:, :, cols], atol=1e-12)
