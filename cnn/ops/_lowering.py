@@ -1,5 +1,5 @@
-"""How a validated convolution is computed: channels-last ``lax.conv_general_dilated``, except on CPU grouped
-convolutions and a few dense convolutions that are one matrix product.
+"""How a validated convolution is computed: channels-last ``lax.conv_general_dilated``, except on CPU, where several
+kinds of convolution that XLA:CPU runs slowly are rewritten into what it runs fast.
 
 XLA:CPU's grouped convolution (``feature_group_count > 1``) is slow, its kernel gradient by orders of magnitude.
 There grouped convolutions are rewritten: as a sum of shifted, strided slices times per-group weights when groups
@@ -7,9 +7,10 @@ have few channels (depthwise included), else as one dense convolution with a blo
 convolutions with a strided 1×1 kernel, or whose kernel covers the whole padded input (one output position,
 LeNet-5's C5), are one matrix product of patches and the flattened kernel (im2col), whose gradients are matrix
 products too, and so is a transposed convolution whose stride equals its kernel (U-Net's up-convolution: each
-input entry writes its own block of the output). Dense 3D convolutions, which XLA:CPU runs far slower than 2D ones (their strided input gradients by
-up to 200×), are 2D convolutions: depth folded into the batch and its taps into the channels, or, for a kernel
-that spans depth alone, height and width flattened into one axis.
+input entry writes its own block of the output). A one-channel input into few channels (LeNet-5's C1) is shifted
+slices forward, with ``lax``'s gradients. Dense 3D convolutions, which XLA:CPU runs far slower than 2D ones (their
+strided input gradients by up to 200×), are 2D convolutions: depth folded into the batch and its taps into the
+channels, or, for a kernel that spans depth alone, height and width flattened into one axis.
 The rewrites are tested equal to ``lax`` (values and gradients) in ``tests/ops/test_lowering.py``.
 ``CNN_CONV_LOWERING=lax`` in the environment (read at import) or ``set_cpu_rewrites(False)`` turns them all off.
 """
@@ -42,6 +43,12 @@ from cnn.ops.args import output_size
 # input and output channels; otherwise the block-diagonal dense kernel, groups times the FLOPs yet faster.
 # Measured again by `python benchmarks/ops.py --sections grouped` (BENCHMARKS.md, "The two other constants").
 _SHIFTED_SLICE_MAX_CHANNELS = 4
+
+# A dense convolution of a single-channel input into few channels (LeNet-5's C1: 256x32x32x1 -> 6, 5x5) is a short
+# sum of shifted slices times weights, 4-20x faster forward than lax's (lax 14-27 ms, slices 4-6 ms; 3x3 -> 6:
+# 19 vs 0.9 ms; -> 16 or 20 channels still 1.5-2x faster; -> 32 or 64 channels 2-5x slower). Its kernel gradient as
+# slices is slow (138 ms against lax's 5), so the gradients stay lax's (a custom VJP).
+_SINGLE_CHANNEL_MAX_OUTPUTS = 16
 
 # Dense convolutions as one matrix product (im2col) where XLA:CPU's Eigen convolution is slow: the kernel gradient of
 # strided 1×1 convolutions (ResNet projection shortcuts) and the input gradient when the kernel covers the whole
@@ -164,6 +171,53 @@ def _shifted_slice_conv(
     ]
     out = jnp.stack(outputs, axis=-1)  # [n, i, g, j]
     return out.reshape(*out.shape[:-2], out_channels)
+
+
+def _lax_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    groups: int = 1,
+    lhs_dilation: tuple[int, ...] | None = None,
+) -> jax.Array:
+    """Channels-last ``lax.conv_general_dilated``."""
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=stride,
+        padding=pads,
+        lhs_dilation=lhs_dilation or (1,) * len(stride),
+        rhs_dilation=dilation,
+        dimension_numbers=_dimension_numbers(len(stride)),
+        feature_group_count=groups,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _single_channel_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+) -> jax.Array:
+    """A dense convolution of a one-channel input: shifted slices forward (``_shifted_slice_conv`` with one
+    group), ``lax``'s convolutions for the gradients (see ``_SINGLE_CHANNEL_MAX_OUTPUTS``)."""
+    return _shifted_slice_conv(x, kernel, stride, pads, dilation, 1, (1,) * len(stride))
+
+
+def _single_channel_forward(x, kernel, stride, pads, dilation):
+    return _single_channel_conv(x, kernel, stride, pads, dilation), (x, kernel)
+
+
+def _single_channel_backward(stride, pads, dilation, inputs, cotangent):
+    _, vjp = jax.vjp(lambda x, kernel: _lax_conv(x, kernel, stride, pads, dilation), *inputs)
+    return vjp(cotangent)
+
+
+_single_channel_conv.defvjp(_single_channel_forward, _single_channel_backward)
 
 
 def _block_diagonal(kernel: jax.Array, groups: int) -> jax.Array:
@@ -328,16 +382,10 @@ def _lowered_conv(
             if _is_depth_only(kernel, stride, pads, lhs_dilation):
                 return _depth_only_conv(x, kernel, stride, pads, dilation, lhs_dilation)
             return _depth_folded_conv(x, kernel, stride, pads, dilation, lhs_dilation)
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=stride,
-        padding=pads,
-        lhs_dilation=lhs_dilation,
-        rhs_dilation=dilation,
-        dimension_numbers=_dimension_numbers(len(stride)),
-        feature_group_count=groups,
-    )
+        in_channels, out_channels = kernel.shape[-2:]
+        if in_channels == 1 and out_channels <= _SINGLE_CHANNEL_MAX_OUTPUTS and max(lhs_dilation) == 1:
+            return _single_channel_conv(x, kernel, stride, pads, dilation)
+    return _lax_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation)
 
 
 def _conv(
