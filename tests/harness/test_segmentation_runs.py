@@ -71,9 +71,12 @@ def test_a_small_padded_unet_learns_the_digit_classes_in_ci(tmp_path):
     """The ci variant of configs/digits_segmentation.py (24×24 canvases of one MNIST digit of 20–22 px, width-16
     U-Net, cross-entropy + Dice, 300 steps of 16), trained in-process: its mean IoU on the 300 test canvases must pass
     CI_MIN_MEAN_IOU, well above what a predictor scores that has not learned the classes: every pixel background,
-    or every ink pixel found exactly but called one digit (the best of the ten, computed here with scikit-learn)."""
+    or every ink pixel found exactly but called one digit (the best of the ten, computed here with scikit-learn).
+    Then evaluated as eval.py does (``--save_predictions``): the report's confusion matrix, IoU, Dice and pixel
+    accuracy equal those recomputed from the saved predictions (numpy bincount; the IoU also by scikit-learn)."""
     from cnn.data.canvas import make_canvases
     from cnn.train.config import load_config_file
+    from cnn.train.evaluate import evaluate_checkpoints
     from cnn.train.loop import train_and_evaluate
 
     config = load_config_file(str(ROOT / "configs" / "digits_segmentation.py:ci"))
@@ -84,5 +87,23 @@ def test_a_small_padded_unet_learns_the_digit_classes_in_ci(tmp_path):
     background = mean_iou(truth, np.zeros_like(truth))
     one_digit = max(mean_iou(truth, np.where(truth > 0, digit + 1, 0)) for digit in range(10))
     assert max(background, one_digit) < 0.11 < CI_MIN_MEAN_IOU / 2, (background, one_digit)
-    result = train_and_evaluate(config, str(tmp_path / "run"))
+    workdir = tmp_path / "run"
+    result = train_and_evaluate(config, str(workdir))
     assert result["count"] == 300 and result["mean_iou"] > CI_MIN_MEAN_IOU, result["iou"]
+
+    [report] = evaluate_checkpoints(str(workdir), save_predictions=True)
+    assert json.loads((workdir / "eval_300.json").read_text())["mean_iou"] == report["mean_iou"] == result["mean_iou"]
+    assert (workdir / "segmentation_300.png").stat().st_size > 5000
+    with np.load(workdir / "predictions_300.npz") as saved:
+        pred, label = saved["pred"], saved["label"]
+    assert pred.shape == label.shape == (300, 24, 24)
+    np.testing.assert_array_equal(label, truth)
+    k = 11
+    confusion = np.bincount(label.ravel() * k + pred.ravel(), minlength=k * k).reshape(k, k)
+    np.testing.assert_array_equal(report["confusion"], confusion)
+    hits, true, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    occurs = true + predicted > 0
+    assert report["mean_iou"] == pytest.approx((hits[occurs] / (true + predicted - hits)[occurs]).mean(), abs=1e-12)
+    assert report["mean_iou"] == pytest.approx(mean_iou(label, pred), abs=1e-12)
+    assert report["mean_dice"] == pytest.approx((2 * hits[occurs] / (true + predicted)[occurs]).mean(), abs=1e-12)
+    assert report["pixel_accuracy"] == pytest.approx((pred == label).mean(), abs=1e-12)
