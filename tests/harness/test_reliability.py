@@ -102,7 +102,7 @@ BAD_CONFIGS = [
     (("--config.batch_size=0",), "config.batch_size must be positive"),
     (("--config.batch_size=abc",), "--config.batch_size=abc"),
     (("--config.model.widht=3",), "no such config key 'widht'"),
-    (("--config.distributed.num_processes=2",), "or none of them"),  # test_multiprocess.py: the rules
+    (("--config.distributed.num_processes=2",), "or none of them"),  # the rules: test_multiprocess.py
 ]
 MISSING_CONFIG_FILE = ("--config=configs/nope.py",)
 
