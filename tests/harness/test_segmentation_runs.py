@@ -1,4 +1,4 @@
-"""A small padded U-Net learns the digit classes of one-digit canvases: in CI (the ``ci`` variant, under a minute)
+"""A small padded U-Net learns the digit classes of one-digit canvases: in CI (the ``ci`` variant, 48 CPU-seconds)
 and, longer, to a higher mean IoU (the ``tiny`` variant, ``-m slow``); the ISBI U-Net's tiny variant through the CLIs
 evaluates whole held-out slices by overlap-tile inference (``-m slow``)."""
 
