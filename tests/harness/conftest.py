@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,21 @@ def run_cli(script: str, *args: str, env: dict[str, str], check: bool = True) ->
     if check and result.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+def run_cli_batch(module: str, arguments: list[list[str]], env: dict[str, str],
+                  scratch: Path) -> list[subprocess.CompletedProcess]:
+    """Each argument list through ``module.run()`` (e.g. ``cnn.train.__main__``, what train.py runs), all in one
+    process (tests/harness/cli_batch.py): one start-up for many command lines that end before training."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    args_file, out_file = scratch / "arguments.json", scratch / "results.json"
+    args_file.write_text(json.dumps(arguments))
+    run = subprocess.run([sys.executable, "-m", "tests.harness.cli_batch", module, str(out_file), str(args_file)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if run.returncode != 0:
+        raise AssertionError(f"tests.harness.cli_batch exited {run.returncode}:\n{run.stderr[-3000:]}")
+    return [subprocess.CompletedProcess([module, *args], r["returncode"], r["stdout"], r["stderr"])
+            for args, r in zip(arguments, json.loads(out_file.read_text()), strict=True)]
 
 
 def train_args(workdir: Path, *overrides: str) -> list[str]:

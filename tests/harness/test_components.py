@@ -180,8 +180,8 @@ def test_loading_every_config_file_imports_only_ml_collections():
     root = Path(__file__).resolve().parents[2]
     specs = ["default.py", "default.py:runlocal", "mnist_lenet5.py", "mnist_lenet5.py:runlocal", "ablation_conv.py",
              "ablation_conv.py:runlocal", "cifar10_resnet.py:56,runlocal", "imagenet_resnet50.py:runlocal",
-             "digits_segmentation.py:runlocal", "digits_segmentation.py:tiny", "planetoid.py:runlocal",
-             "planetoid.py:citeseer,chebnet_k3,runlocal",
+             "digits_segmentation.py:runlocal", "digits_segmentation.py:tiny", "digits_segmentation.py:ci",
+             "planetoid.py:runlocal", "planetoid.py:citeseer,chebnet_k3,runlocal",
              "mnist_detect.py", "mnist_detect.py:runlocal", "isbi_unet.py", "isbi_unet.py:cpu", "isbi_unet.py:runlocal",
              "finetune_folder.py", "finetune_folder.py:runlocal", "fsdd.py", "fsdd.py:log_mel,speaker,runlocal",
              "adrenal3d.py", "adrenal3d.py:64,acs,runlocal", "mnist1d_cnn.py", "mnist1d_cnn.py:runlocal",

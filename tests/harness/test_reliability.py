@@ -1,4 +1,5 @@
-"""The trainer survives what real runs meet: SIGKILL, NaN, corrupt checkpoints, bad input, several devices."""
+"""The trainer survives what real runs meet: SIGKILL, NaN, corrupt checkpoints, bad input (several devices:
+test_multiprocess.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.harness.conftest import ROOT, cli_env, restore_params, train_args
+from tests.harness.conftest import ROOT, cli_env, restore_params, run_cli_batch, train_args
 
 LONG_STEPS = 160  # the kill lands after the step-20 checkpoint, far from the end
 LONG_RUN = (f"--config.num_steps={LONG_STEPS}", "--config.checkpoint_every_steps=20", "--config.eval_every_steps=80",
@@ -92,47 +93,42 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(trained_copy, train, p
     assert len(list((tmp_path / "checkpoints").glob("12.unreadable-*"))) == 1  # kept for inspection
 
 
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        (("--config.optimizer.learnin_rate=0.1",), "no such config key 'learnin_rate'"),
-        (("--config.model.name=foo",), "unknown model 'foo'; choose from ['alexnet', 'c3d', 'chebnet_k2'"),
-        (("--config.optimizer.name=foo",), "unknown optimizer 'foo'; choose from"),
-        (("--config.schedule.name=foo",), "unknown schedule 'foo'; choose from"),
-        (("--config.dataset.name=foo",), "unknown dataset 'foo'; choose from ['adrenal_mnist3d', 'adrenal_mnist3d_"),
-        (("--config.batch_size=0",), "config.batch_size must be positive"),
-        (("--config.batch_size=abc",), "--config.batch_size=abc"),
-        (("--config.model.widht=3",), "no such config key 'widht'"),
-    ],
-)
-def test_bad_config_is_one_line_error(tmp_path, train, overrides, expected):
-    result = train(tmp_path / "run", *overrides, check=False)
+BAD_CONFIGS = [
+    (("--config.optimizer.learnin_rate=0.1",), "no such config key 'learnin_rate'"),
+    (("--config.model.name=foo",), "unknown model 'foo'; choose from ['alexnet', 'c3d', 'chebnet_k2'"),
+    (("--config.optimizer.name=foo",), "unknown optimizer 'foo'; choose from"),
+    (("--config.schedule.name=foo",), "unknown schedule 'foo'; choose from"),
+    (("--config.dataset.name=foo",), "unknown dataset 'foo'; choose from ['adrenal_mnist3d', 'adrenal_mnist3d_"),
+    (("--config.batch_size=0",), "config.batch_size must be positive"),
+    (("--config.batch_size=abc",), "--config.batch_size=abc"),
+    (("--config.model.widht=3",), "no such config key 'widht'"),
+    (("--config.distributed.num_processes=2",), "or none of them"),  # the rules: test_multiprocess.py
+]
+MISSING_CONFIG_FILE = ("--config=configs/nope.py",)
+
+
+@pytest.fixture(scope="module")
+def bad_config_runs(tmp_path_factory, tfds_dir) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """train.py's entry point on every bad command line below, in one process (its start-up paid once)."""
+    root = tmp_path_factory.mktemp("bad_config")
+    lines = [train_args(root / "run", *overrides) for overrides, _ in BAD_CONFIGS]
+    lines.append([*MISSING_CONFIG_FILE, f"--workdir={root / 'run'}"])
+    results = run_cli_batch("cnn.train.__main__", lines, cli_env(tfds_dir), root)
+    return dict(zip([overrides for overrides, _ in BAD_CONFIGS] + [MISSING_CONFIG_FILE], results, strict=True))
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_CONFIGS)
+def test_bad_config_is_one_line_error(bad_config_runs, overrides, expected):
+    result = bad_config_runs[overrides]
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
 
 
-def test_missing_config_file_is_one_line_error(tmp_path, tfds_dir):
-    from tests.harness.conftest import run_cli
-
-    result = run_cli("train.py", "--config=configs/nope.py", f"--workdir={tmp_path}", env=cli_env(tfds_dir),
-                     check=False)
+def test_missing_config_file_is_one_line_error(bad_config_runs):
+    result = bad_config_runs[MISSING_CONFIG_FILE]
     assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_four_devices_match_one_device_and_the_resolved_config_is_written(tmp_path, train):
-    single = train(tmp_path / "one", "--config.optimizer.learning_rate=0.07")
-    multi = train(tmp_path / "four", "--config.optimizer.learning_rate=0.07",
-                  XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    config = json.loads((tmp_path / "one" / "config.json").read_text())
-    assert config["optimizer"]["learning_rate"] == 0.07 and config["num_steps"] == 12
-    assert config["model"]["name"] == "small_cnn"
-    assert "on 1 cpu device" in single.stderr and "on 4 cpu devices" in multi.stderr
-    for a, b in zip(train_records(tmp_path / "one"), train_records(tmp_path / "four"), strict=True):
-        np.testing.assert_allclose([a["loss"], a["grad_norm"]], [b["loss"], b["grad_norm"]], rtol=2e-5)
-    one, four = restore_params(tmp_path / "one", 12), restore_params(tmp_path / "four", 12)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), one, four)
 
 
 def test_rerun_of_finished_run_trains_nothing(trained_copy, train):
