@@ -8,7 +8,8 @@ Command:   python train.py --config=configs/fsdd.py --workdir=runs/fsdd_m5      
 Hardware:  2 CPU cores, no GPU.
 Time:      see README "Results".
 Result:    test accuracy on the 300 official test clips (takes 0-4) or on the 500 clips of the held-out speaker.
-Variant:   runlocal (a few steps; joined with the others by commas, e.g. :log_mel,runlocal)
+Variant:   speed (training clips played 0.9-1.1 times as fast: speed perturbation, Ko et al. 2015), runlocal (a few
+           steps); variants join with commas, e.g. :log_mel,speaker,speed
 
 Training clips are 8,192 samples (zeros appended, or the centre kept); evaluation sees every test clip whole, one
 clip per batch (``cnn/data/fsdd.py``). Our recipe, not the paper's (Dai et al. train on UrbanSound8k): Adam 1e-3
@@ -30,15 +31,14 @@ LOG_MEL_STATS = (-75.24, 30.43)  # dB over the 2,700 official training clips at 
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    options = variant_options(arg, __file__, ("log_mel", "speaker", RUNLOCAL))
+    options = variant_options(arg, __file__, ("log_mel", "speaker", "speed", RUNLOCAL))
     config = base_config(dataset="fsdd", model="m5")
     config.dataset.manual_dir = FSDD_DIR
-    config.dataset.train_preprocess = "decode"
-    config.dataset.eval_preprocess = "decode"
+    features = f"|log_mel|normalize({LOG_MEL_STATS[0]}, {LOG_MEL_STATS[1]})" if "log_mel" in options else ""
+    config.dataset.train_preprocess = "decode" + ("|speed(0.9, 1.1)" if "speed" in options else "") + features
+    config.dataset.eval_preprocess = "decode" + features
     if "log_mel" in options:
         config.model.name = "log_mel_cnn"
-        config.dataset.train_preprocess = config.dataset.eval_preprocess = (
-            f"decode|log_mel|normalize({LOG_MEL_STATS[0]}, {LOG_MEL_STATS[1]})")
     if "speaker" in options:
         config.dataset.train_split = "speaker_train"
         config.dataset.eval_split = "speaker_test"

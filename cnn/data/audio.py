@@ -13,7 +13,8 @@ Slaney's mel scale is linear below 1 kHz (mel = 3 f / 200) and logarithmic above
 
 Batching FSDD: recordings have 1,148 to 18,262 samples (mean 3,499); a batch holds clips of ``CLIP_LENGTH`` = 8,192
 samples (1.02 s; 99.4% of the recordings are no longer): shorter ones are zero-padded at the end, longer ones keep
-their centre (``pad_or_crop``). Evaluation can use the whole clip (the models pool globally).
+their centre (``pad_or_crop``). Evaluation can use the whole clip (the models pool globally). ``change_speed``
+resamples a training clip for the ``speed`` augmentation.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ def pad_or_crop(audio: np.ndarray, length: int = CLIP_LENGTH) -> np.ndarray:
         start = (n - length) // 2
         return audio[start : start + length]
     return np.pad(audio, [(0, length - n)] + [(0, 0)] * (audio.ndim - 1))
+
+
+def change_speed(signal: np.ndarray, rate: float) -> np.ndarray:
+    """A 1D ``signal`` played ``rate`` times as fast, at its own length (speed perturbation, Ko et al. 2015: pitch
+    and tempo scale together): ``y[n] = (1 - f) x[i] + f x[i + 1]`` with ``i + f = n · rate`` (``i`` an integer,
+    ``0 <= f < 1``), ``x`` zero past its end. Float64."""
+    n = signal.shape[0]
+    padded = np.append(np.asarray(signal, np.float64), 0.0)  # the zero past the end, interpolated towards
+    return np.interp(np.arange(n) * rate, np.arange(n + 1), padded, right=0.0)
 
 
 def hz_to_mel(hz: np.ndarray) -> np.ndarray:

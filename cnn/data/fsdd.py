@@ -44,6 +44,10 @@ class ClipSplit:
         length = self.length or max(self.min_length, *(len(c) for c in clips))
         return np.stack([pad_or_crop(c, length) for c in clips])[..., None], self.labels[indices]
 
+    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        images, labels = self.gather(indices)
+        return {"image": images, "label": labels}
+
 
 class FsddSource:
     def __init__(self, dataset_config):

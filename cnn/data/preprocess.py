@@ -22,6 +22,8 @@ on how many processes share it, and a resumed run sees the same augmentations. A
 | ``elastic(..., pad=n, crop=size)`` | then ``mirror_pad(n)`` and ``random_crop(size)``, computing only the crop |
 | ``log_mel(n_fft=256, hop_length=128, n_mels=40)`` | waveforms ``(n, samples, 1)`` to log-mel spectrograms |
 |  | ``(n, n_mels, frames, 1)`` in dB, 8 kHz (:func:`cnn.data.audio.log_mel_spectrogram`) |
+| ``speed(low=0.9, high=1.1)`` | waveforms ``(n, samples, 1)`` each played ``r`` times as fast, ``r`` uniform in |
+|  | ``[low, high]``, at the same length (:func:`cnn.data.audio.change_speed`) |
 
 U-Net's training augmentation of a 512² slice into 572² input tiles whose 388² centre is labelled:
 ``"decode|rot90|flip_lr|elastic|mirror_pad(92)|random_crop(572)|normalize"``, or the same tiles for less work:
@@ -37,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnn.data.audio import HOP_LENGTH, N_FFT, N_MELS, log_mel_spectrogram
+from cnn.data.audio import HOP_LENGTH, N_FFT, N_MELS, change_speed, log_mel_spectrogram
 from cnn.data.sources import TFDS_DATASETS, DatasetSpec
 from cnn.errors import ConfigError
 from cnn.registry import Registry
@@ -226,17 +228,36 @@ def _elastic(spec: DatasetSpec, sigma: float = 10.0, grid: int = 3, pad: int = 0
     return Op(spatial=deform)
 
 
+def _mono(x: np.ndarray, op: str) -> None:
+    if x.ndim != 3 or x.shape[-1] != 1:
+        raise ConfigError(f"{op}: expected mono waveforms (batch, samples, 1), got shape {x.shape}")
+
+
 @OPS.register("log_mel")
 def _log_mel(spec: DatasetSpec, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, n_mels: int = N_MELS) -> Op:
     """Computed in the input pipeline, per clip; the sample rate is FSDD's (8 kHz)."""
 
     def spectrograms(x, rand):
-        if x.ndim != 3 or x.shape[-1] != 1:
-            raise ConfigError(f"log_mel: expected mono waveforms (batch, samples, 1), got shape {x.shape}")
+        _mono(x, "log_mel")
         return np.stack([log_mel_spectrogram(clip[:, 0], n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
                          for clip in x])[..., None]
 
     return Op(pixels=spectrograms)
+
+
+@OPS.register("speed")
+def _speed(spec: DatasetSpec, low: float = 0.9, high: float = 1.1) -> Op:
+    """Speed perturbation of training clips (Ko et al. 2015 use 0.9, 1.0 and 1.1): a new speaker's pitch and tempo."""
+    if not 0 < low <= high:
+        raise ConfigError(f"speed(low, high): expected 0 < low <= high, got low={low!r}, high={high!r}")
+
+    def perturb(x, rand):
+        _mono(x, "speed")
+        rates = low + (high - low) * rand.uniform()
+        return np.stack([change_speed(clip[:, 0], r) for clip, r in zip(x, rates, strict=True)])[..., None].astype(
+            np.float32)
+
+    return Op(pixels=perturb)
 
 
 def _parse_op(text: str) -> tuple[str, tuple, dict]:

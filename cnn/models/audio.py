@@ -28,6 +28,8 @@ LogMelCNN, input ``(batch, mel bands, frames, 1)`` (channels last, like an image
 241,898 parameters with 10 classes; any spectrogram of at least 8 × 8 (three poolings).
 
 ``conv`` builds every convolution but the first (injected: ``cnn.models.common``); ``norm`` the normalization.
+The poolings are ``cnn.ops.max_pool``, whose non-overlapping case has a gradient several times faster on CPU than
+flax's ``nn.max_pool`` (the same values and gradients).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn import ops
 from cnn.errors import InputShapeError
 from cnn.layers import ModuleDef
 from cnn.models.common import BatchNorm, check_input_rank, standard_conv
@@ -67,7 +70,7 @@ class M5(nn.Module):
             conv = standard_conv if i == 0 else self.conv
             x = conv(features, kernel, stride, padding="SAME", use_bias=False, name=f"conv{i + 1}")(x)
             x = nn.relu(norm(name=f"bn{i + 1}")(x))
-            x = nn.max_pool(x, (M5_POOL,), strides=(M5_POOL,))
+            x = ops.max_pool(x, M5_POOL)
         x = jnp.mean(x, axis=1)
         return nn.Dense(self.num_classes, name="head")(x)
 
@@ -89,6 +92,6 @@ class LogMelCNN(nn.Module):
             x = conv(features, (3, 3), padding=1, use_bias=False, name=f"conv{i + 1}")(x)
             x = nn.relu(norm(name=f"bn{i + 1}")(x))
             if i < LOG_MEL_POOLED:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = ops.max_pool(x, 2)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)

@@ -118,11 +118,42 @@ def max_pool(x, window: IntOrSeq, *, stride: IntOrSeq | None = None, padding: Pa
     """Max pooling: ``y[b, i, c] = max_{k < w} xp[b, i*s + k, c]``, padding with ``-inf``.
 
     ``x``: ``(batch, *spatial, channels)``; returns ``(batch, *out_spatial, channels)`` with
-    ``out = floor((n + low + high - w) / s) + 1`` per axis.
+    ``out = floor((n + low + high - w) / s) + 1`` per axis. The gradient of ``y[i]`` goes to the first maximum of
+    its window (row-major order), as ``lax.reduce_window``'s does.
     """
     x = float_array(x, "x")
     window, stride, pads, _, _ = _window_geometry(x, window, stride, padding)
+    if stride == window and not any(lo or hi for lo, hi in pads):
+        return _tiled_max(x, window)
     return _reduce_window(x, -np.inf, lax.max, window, stride, pads)
+
+
+def _tiles(x, window: tuple[int, ...]):
+    """The non-overlapping windows of ``x`` ``(batch, *spatial, channels)`` as ``(batch, *out, w1·w2·…, channels)``
+    (channels stay last and contiguous); a remainder that fills no window is dropped."""
+    ndim, out = len(window), tuple(n // w for n, w in zip(x.shape[1:-1], window, strict=True))
+    x = x[(slice(None), *(slice(0, o * w) for o, w in zip(out, window, strict=True)))]
+    split = [x.shape[0], *(v for o, w in zip(out, window, strict=True) for v in (o, w)), x.shape[-1]]
+    order = [0, *range(1, 2 * ndim, 2), *range(2, 2 * ndim + 1, 2), 2 * ndim + 1]
+    return x.reshape(split).transpose(order).reshape(x.shape[0], *out, math.prod(window), x.shape[-1])
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _tiled_max(x, window: tuple[int, ...]):
+    """Max pooling with stride = window and no padding, as a reshape and a max.
+
+    XLA:CPU differentiates ``reduce_window`` with ``select_and_scatter``, several times slower than this whole
+    pooling forward and backward (BENCHMARKS.md, "Spoken digits"). The JVP selects the tangent at the first argmax,
+    a linear map whose transpose (the gradient) is a select too.
+    """
+    return jnp.max(_tiles(x, window), axis=-2)
+
+
+@_tiled_max.defjvp
+def _tiled_max_jvp(window, primals, tangents):
+    tiles = _tiles(primals[0], window)
+    first = jnp.argmax(tiles, axis=-2)[..., None, :] == jnp.arange(tiles.shape[-2])[:, None]  # the first maximum
+    return jnp.max(tiles, axis=-2), jnp.sum(jnp.where(first, _tiles(tangents[0], window), 0), axis=-2)
 
 
 def avg_pool(

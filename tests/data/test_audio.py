@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 
-from cnn.data.audio import CLIP_LENGTH, log_mel_spectrogram, mel_spectrogram, pad_or_crop, read_wav
+from cnn.data.audio import CLIP_LENGTH, change_speed, log_mel_spectrogram, mel_spectrogram, pad_or_crop, read_wav
 from cnn.errors import UserError
 
 RECORDINGS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fsdd" / "recordings"
@@ -29,6 +29,17 @@ def test_log_mel_equals_librosa(name, n_fft, hop_length, n_mels):
     np.testing.assert_allclose(ours, power, rtol=1e-4, atol=1e-6 * power.max())
     log = log_mel_spectrogram(signal, sample_rate=rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
     np.testing.assert_allclose(log, librosa.power_to_db(power, top_db=None), atol=1e-3)
+
+
+@pytest.mark.parametrize("rate", [0.9, 1.0, 1.13])
+def test_change_speed_is_linear_interpolation_at_n_times_rate(rate):
+    x = np.random.default_rng(0).normal(size=50)
+    expected = np.zeros(50)
+    for n in range(50):  # y[n] = (1 - f) x[i] + f x[i + 1], i + f = n·rate, x zero past its end
+        i, f = int(np.floor(n * rate)), n * rate - np.floor(n * rate)
+        at = lambda k: x[k] if k < 50 else 0.0  # noqa: E731
+        expected[n] = (1 - f) * at(i) + f * at(i + 1) if i < 50 else 0.0
+    np.testing.assert_allclose(change_speed(x, rate), expected, atol=1e-12)
 
 
 @needs_shared

@@ -39,6 +39,21 @@ def test_clip_split_crops_for_training_and_keeps_whole_clips_for_evaluation():
     np.testing.assert_array_equal(batch[0, :, 0], np.r_[clips[0], np.zeros(201)])
 
 
+def test_clip_splits_feed_the_training_and_evaluation_streams():
+    """The pipeline asks a split for ``batch(indices)`` (a dict), as it asks an ``ArraySplit``."""
+    from cnn.data.pipeline import TrainStream, eval_batches
+
+    spec = DatasetSpec(10, (200, 1), INT16_SCALE)
+    clips = [np.full(n, 7, np.int16) for n in (100, 301, 50, 200)]
+    labels = np.array([3, 1, 4, 1], np.int32)
+    decode = build_preprocess("decode", spec)
+    train = TrainStream(ClipSplit(clips, labels, 200, 200), decode, global_batch=2, seed=0)
+    batch = train.batch(0)
+    assert batch["image"].shape == (2, 200, 1) and set(batch["label"]) <= {1, 3, 4}
+    shapes = [b["image"].shape for b in eval_batches(ClipSplit(clips, labels, None, 200), decode, global_batch=1)]
+    assert shapes == [(1, 200, 1), (1, 301, 1), (1, 200, 1), (1, 200, 1)]
+
+
 @pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason="needs ../shared/data/fsdd")
 def test_log_mel_op_equals_librosa_on_a_batch_of_recordings():
     clips = [scipy.io.wavfile.read(SHARED / "fsdd" / "recordings" / name)[1] for name in ("0_george_0.wav",

@@ -72,6 +72,24 @@ def test_bad_chains_fail_naming_the_op(chain, message):
         build_preprocess(chain, SPEC)
 
 
+def test_speed_plays_each_clip_at_a_rate_drawn_in_its_range():
+    """A ramp x[n] = n (zeros after 60 samples) played r times as fast is y[n] = r·n up to n = 59 / r: each clip's
+    rate read off its output lies in [low, high], the clips differ, and the samples past the ramp are zero."""
+    spec = DatasetSpec(10, (100, 1), 1.0)
+    ramp = np.r_[np.arange(60.0), np.zeros(40)][None, :, None].repeat(6, axis=0)
+    out = build_preprocess("speed(0.8, 1.2)", spec)(ramp, BatchRandom((0, 3), 6))
+    rates = out[:, 1, 0]
+    assert np.all((rates >= 0.8) & (rates <= 1.2)) and len(set(rates.round(6))) == 6
+    for clip, r in zip(out[:, :, 0], rates, strict=True):
+        inside = np.arange(100) <= 59 / r
+        np.testing.assert_allclose(clip[inside], r * np.arange(100)[inside], rtol=1e-5)
+        assert np.all(clip[np.arange(100) >= 60 / r] == 0)
+    with pytest.raises(ConfigError, match="expected 0 < low <= high"):
+        build_preprocess("speed(1.2, 0.8)", spec)
+    with pytest.raises(ConfigError, match=r"speed: expected mono waveforms \(batch, samples, 1\)"):
+        run("speed")
+
+
 def test_augmented_stream_restarted_at_step_k_equals_uninterrupted():
     from cnn.data import ArraySplit, TrainStream
 

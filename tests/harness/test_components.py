@@ -183,7 +183,7 @@ def test_loading_every_config_file_imports_only_ml_collections():
              "digits_segmentation.py:runlocal", "digits_segmentation.py:tiny", "digits_segmentation.py:ci",
              "planetoid.py:runlocal", "planetoid.py:citeseer,chebnet_k3,runlocal",
              "mnist_detect.py", "mnist_detect.py:runlocal", "isbi_unet.py", "isbi_unet.py:cpu", "isbi_unet.py:runlocal",
-             "finetune_folder.py", "finetune_folder.py:runlocal", "fsdd.py", "fsdd.py:log_mel,speaker,runlocal",
+             "finetune_folder.py", "finetune_folder.py:runlocal", "fsdd.py", "fsdd.py:log_mel,speaker,speed,runlocal",
              "adrenal3d.py", "adrenal3d.py:64,acs,runlocal", "mnist1d_cnn.py", "mnist1d_cnn.py:runlocal",
              "moving_digits.py", "moving_digits.py:r2plus1d,runlocal"]
     assert {spec.partition(":")[0] for spec in specs} == {p.name for p in (root / "configs").glob("*.py")}

@@ -53,6 +53,13 @@ def test_fsdd_variants(variant, model, splits):
     assert (c.model.name, c.dataset.train_split, c.dataset.eval_split) == (model, *splits)
     assert ("log_mel" in c.dataset.train_preprocess) == (model == "log_mel_cnn")
     assert c.eval_batch_size == 1  # whole clips
+    assert c.dataset.train_preprocess == c.dataset.eval_preprocess  # no augmentation unless asked
+
+
+def test_fsdd_speed_perturbs_training_clips_only_before_their_spectrogram():
+    c = config("fsdd.py:log_mel,speaker,speed")
+    assert c.dataset.train_preprocess.startswith("decode|speed(0.9, 1.1)|log_mel|")
+    assert "speed" not in c.dataset.eval_preprocess and c.dataset.train_split == "speaker_train"
 
 
 def test_moving_digits_variants_and_one_model_at_a_time():

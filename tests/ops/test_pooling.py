@@ -83,6 +83,25 @@ def test_max_pool_matches_loop(spatial, window, stride, padding):
     np.testing.assert_array_equal(max_pool(jnp.asarray(x), window, stride=stride, padding=padding), expected)
 
 
+@pytest.mark.parametrize(("spatial", "window"), [((11,), 4), ((9, 7), (2, 3))])
+def test_non_overlapping_max_pool_gradient_goes_to_the_first_maximum(spatial, window):
+    """Stride = window, no padding (a remainder dropped): the gradient of sum(g · y) is g at the first maximum of
+    each window in row-major order, 0 elsewhere; small integers make ties frequent."""
+    x = np.random.default_rng(2).integers(0, 3, size=(2, *spatial, 3)).astype(np.float32)
+    geo = _geometry(spatial, window, None, "VALID")
+    g = _rand(_ref_pool(x, *geo, lambda b: b.max(axis=1)).shape, seed=3)
+    expected = np.zeros_like(x)
+    for idx in np.ndindex(*g.shape[1:-1]):
+        corner = [i * w for i, w in zip(idx, geo[0], strict=True)]
+        for b, c in np.ndindex(x.shape[0], x.shape[-1]):
+            block = x[(b, *(slice(k, k + w) for k, w in zip(corner, geo[0], strict=True)), c)]
+            first = np.unravel_index(np.argmax(block), block.shape)  # numpy's argmax: the first maximum
+            expected[(b, *(k + f for k, f in zip(corner, first, strict=True)), c)] = g[(b, *idx, c)]
+    got = jax.grad(lambda v: jnp.sum(jnp.asarray(g) * max_pool(v, window)))(jnp.asarray(x))
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(max_pool(jnp.asarray(x), window), _ref_pool(x, *geo, lambda b: b.max(axis=1)))
+
+
 @pytest.mark.parametrize(("spatial", "window", "stride", "padding"), CASES)
 @pytest.mark.parametrize("count_include_pad", [True, False])
 def test_avg_pool_matches_loop(spatial, window, stride, padding, count_include_pad):
