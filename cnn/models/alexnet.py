@@ -30,7 +30,7 @@ import jax
 
 from cnn.layers import ModuleDef
 from cnn.models.common import Chain, standard_conv
-from cnn.ops import Layer, adaptive_pool
+from cnn.ops import Layer, adaptive_pool, max_pool
 
 # (features, kernel, stride, padding, max pool after) of conv1..conv5
 LAYERS = (
@@ -69,7 +69,7 @@ class AlexNet(nn.Module):
                 x = norm(name=f"bn{i + 1}")(x)
             x = nn.relu(x)
             if pool:
-                x = nn.max_pool(x, (3, 3), strides=(2, 2))
+                x = max_pool(x, 3, stride=2)
         x = adaptive_pool(x, 6, "avg").reshape(x.shape[0], -1)
         for k in (1, 2):
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -28,8 +28,8 @@ LogMelCNN, input ``(batch, mel bands, frames, 1)`` (channels last, like an image
 241,898 parameters with 10 classes; any spectrogram of at least 8 × 8 (three poolings).
 
 ``conv`` builds every convolution but the first (injected: ``cnn.models.common``); ``norm`` the normalization.
-The poolings are ``cnn.ops.max_pool``, whose non-overlapping case has a gradient several times faster on CPU than
-flax's ``nn.max_pool`` (the same values and gradients).
+The poolings are ``cnn.ops.max_pool`` (as in every model of the zoo), whose gradient is several times faster on
+CPU than flax's ``nn.max_pool`` (the same values and gradients).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class C3D(nn.Module):
                 x = nn.relu(x)
             window = (1, 2, 2) if i == 0 else (2, 2, 2)
             padding = ((0, 0), (1, 1), (1, 1)) if i == len(STAGES) - 1 else "VALID"
-            x = nn.max_pool(x, window, strides=window, padding=padding)
+            x = ops.max_pool(x, window, padding=padding)
         x = ops.adaptive_pool(x, POOL5_GRID, reduce="avg").reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):
             x = nn.relu(nn.Dense(4096, name=name)(x))

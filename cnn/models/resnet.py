@@ -56,7 +56,7 @@ import jax.numpy as jnp
 
 from cnn.layers import ModuleDef
 from cnn.models.common import BatchNorm, Chain, average_pool_head, check_input_rank, standard_conv
-from cnn.ops import Layer, receptive_field
+from cnn.ops import Layer, max_pool, receptive_field
 
 
 def _shortcut(x: jax.Array, features: int, strides: int, kind: str, norm: ModuleDef) -> jax.Array:
@@ -176,7 +176,7 @@ class ResNet(nn.Module):
         )(x)
         x = nn.relu(norm(name="stem_bn")(x))
         if pool:
-            x = nn.max_pool(x, (pool.kernel,) * 2, strides=(pool.stride,) * 2, padding=((pool.padding,) * 2,) * 2)
+            x = max_pool(x, pool.kernel, stride=pool.stride, padding=pool.padding)
         stages = []
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnn.ops import max_pool
+
 
 class SmallCNN(nn.Module):
     num_classes: int
@@ -27,7 +29,7 @@ class SmallCNN(nn.Module):
             return nn.relu(x)
 
         x = conv_bn_relu(conv_bn_relu(x, self.width), self.width)
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2)
         x = conv_bn_relu(conv_bn_relu(x, 2 * self.width), 2 * self.width)
         x = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn import ops
 from cnn.errors import ConfigError
 from cnn.layers import ConvTranspose, ModuleDef
 from cnn.models.common import BatchNorm, standard_conv
@@ -153,7 +154,7 @@ class UNet(nn.Module):
         skips = []
         for level in range(self.depth + 1):
             if level:
-                x = nn.max_pool(x, window, strides=window)
+                x = ops.max_pool(x, window)
             features = (self.width * 2**level, self.width * 2 ** (level + double))
             x = self._level(x, features, f"down{level + 1}", norm)
             skips.append(x)

@@ -31,7 +31,7 @@ import jax
 
 from cnn.layers import ModuleDef
 from cnn.models.common import Chain, standard_conv
-from cnn.ops import Layer, adaptive_pool
+from cnn.ops import Layer, adaptive_pool, max_pool
 
 WIDTHS = (64, 128, 256, 512, 512)
 MIN_SIZE = 32
@@ -66,7 +66,7 @@ class VGG(nn.Module):
                 if norm:
                     x = norm(name=f"bn{i + 1}_{j + 1}")(x)
                 x = nn.relu(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool(x, 2)
         x = adaptive_pool(x, 7, "avg").reshape(x.shape[0], -1)
         for k in (1, 2):
             x = nn.relu(nn.Dense(self.classifier_width, name=f"fc{k}")(x))

@@ -94,8 +94,9 @@ def _eval_with_sum_pooling(jaxpr, consts, *args):
             window = (p["window_dimensions"], p["window_strides"], p["padding"], p["base_dilation"],
                       p["window_dilation"])
             outvals = [lax.reduce_window(invals[0], np.zeros((), invals[0].dtype), lax.add, *window)]
-        elif eqn.primitive.name in ("jit", "pjit"):
-            inner = eqn.params["jaxpr"]
+        elif eqn.primitive.name in ("jit", "pjit", "custom_jvp_call"):
+            # custom_jvp_call: cnn.ops.max_pool's reduce_window with its own JVP (differentiated here as a sum)
+            inner = eqn.params["jaxpr" if eqn.primitive.name != "custom_jvp_call" else "call_jaxpr"]
             outvals = _eval_with_sum_pooling(inner.jaxpr, inner.consts, *invals)
         else:
             outvals = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))

@@ -40,6 +40,10 @@ def test_adrenal3d_variants_follow_medmnist():
     assert (base.schedule.name, tuple(base.schedule.boundaries), base.schedule.decay_factor) == ("step", (0.5, 0.75),
                                                                                                  0.1)
     assert (base.checkpoint.best_metric, base.dataset.eval_split) == ("roc_auc", "validation")
+    cpu = config("adrenal3d.py:cpu,acs")  # the 2-core recipe: a narrower network, the schedule compressed
+    assert (cpu.model.width, cpu.num_epochs, tuple(cpu.schedule.boundaries), cpu.model.conv) == (16, 10, (0.5, 0.75),
+                                                                                                 "acs")
+    assert base.model.get("width", 64) == 64
 
 
 @pytest.mark.parametrize(("variant", "model", "splits"), [

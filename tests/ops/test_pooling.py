@@ -83,23 +83,35 @@ def test_max_pool_matches_loop(spatial, window, stride, padding):
     np.testing.assert_array_equal(max_pool(jnp.asarray(x), window, stride=stride, padding=padding), expected)
 
 
-@pytest.mark.parametrize(("spatial", "window"), [((11,), 4), ((9, 7), (2, 3))])
-def test_non_overlapping_max_pool_gradient_goes_to_the_first_maximum(spatial, window):
-    """Stride = window, no padding (a remainder dropped): the gradient of sum(g · y) is g at the first maximum of
-    each window in row-major order, 0 elsewhere; small integers make ties frequent."""
+@pytest.mark.parametrize(
+    ("spatial", "window", "stride", "padding"),
+    [((11,), 4, None, "VALID"), ((9, 7), (2, 3), None, "VALID"), *CASES],
+)
+def test_max_pool_gradient_goes_to_the_first_maximum(spatial, window, stride, padding):
+    """The gradient of sum(g · y) adds g(i) at the first maximum of window i in row-major order (where windows
+    overlap, an input collects from every window it wins); small integers make ties frequent."""
     x = np.random.default_rng(2).integers(0, 3, size=(2, *spatial, 3)).astype(np.float32)
-    geo = _geometry(spatial, window, None, "VALID")
-    g = _rand(_ref_pool(x, *geo, lambda b: b.max(axis=1)).shape, seed=3)
-    expected = np.zeros_like(x)
+    window, stride, pads = _geometry(spatial, window, stride, padding)
+    g = _rand(_ref_pool(x, window, stride, pads, lambda b: b.max(axis=1), fill=-np.inf).shape, seed=3)
+    xp = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=-np.inf)
+    expected_padded = np.zeros_like(xp)
     for idx in np.ndindex(*g.shape[1:-1]):
-        corner = [i * w for i, w in zip(idx, geo[0], strict=True)]
+        corner = [i * s for i, s in zip(idx, stride, strict=True)]
         for b, c in np.ndindex(x.shape[0], x.shape[-1]):
-            block = x[(b, *(slice(k, k + w) for k, w in zip(corner, geo[0], strict=True)), c)]
+            block = xp[(b, *(slice(k, k + w) for k, w in zip(corner, window, strict=True)), c)]
             first = np.unravel_index(np.argmax(block), block.shape)  # numpy's argmax: the first maximum
-            expected[(b, *(k + f for k, f in zip(corner, first, strict=True)), c)] = g[(b, *idx, c)]
-    got = jax.grad(lambda v: jnp.sum(jnp.asarray(g) * max_pool(v, window)))(jnp.asarray(x))
-    np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(max_pool(jnp.asarray(x), window), _ref_pool(x, *geo, lambda b: b.max(axis=1)))
+            expected_padded[(b, *(k + f for k, f in zip(corner, first, strict=True)), c)] += g[(b, *idx, c)]
+    expected = expected_padded[(slice(None), *(slice(lo, lo + n) for (lo, _), n in zip(pads, spatial, strict=True)))]
+    got = jax.grad(lambda v: jnp.sum(jnp.asarray(g) * max_pool(v, window, stride=stride, padding=pads)))(
+        jnp.asarray(x))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_propagates_nan():
+    """A NaN in a window makes its maximum NaN, differentiated or not (NaN checks of training rely on it)."""
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 2, 0].set(jnp.nan)
+    for pooled in (max_pool(x, 2), jax.jvp(lambda v: max_pool(v, 2), (x,), (jnp.ones_like(x),))[0]):
+        assert np.isnan(pooled[0, 0, 1, 0]) and np.isfinite(np.delete(np.ravel(pooled), 1)).all()
 
 
 @pytest.mark.parametrize(("spatial", "window", "stride", "padding"), CASES)
