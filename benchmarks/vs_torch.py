@@ -26,10 +26,13 @@ On a machine whose cores other jobs oversubscribe, torch's worker threads wait f
 1, 0.29 s and 0.02 s of CPU); on an idle machine, every core.
 
 The calls of one model's variants are interleaved round-robin (a load spike hits every variant alike) after one
-warm-up round (compilation); a variant's time is its median step. Also printed: float32 2048² matrix products in
-numpy, torch and XLA (the practical arithmetic peak of this machine, measured in the same run), the step's
-floating-point operations (XLA's cost analysis of the compiled step) and the share of that peak they reach, and the
-load average. Only ratios measured in one run compare across machines.
+warm-up round (compilation); a variant's time is its median step. Torch's OpenMP worker threads keep spinning long
+after their calls (seconds: a 2 s pause before each call did not help) and take the cores from XLA's threads in
+the same process: the project's LeNet-5 step ran at 8.0k img/s beside them and at 11.7k with ``GOMP_SPINCOUNT=0``
+in the environment, which costs torch's own calls 5-10%. Run both ways; the fair ratio is between the two.
+Also printed: float32 2048² matrix products in numpy, torch and XLA (the practical arithmetic peak of this machine,
+measured in the same run), the step's floating-point operations (XLA's cost analysis of the compiled step) and the
+share of that peak they reach, and the load average. Only ratios measured in one run compare across machines.
 """
 
 from __future__ import annotations
