@@ -43,6 +43,11 @@ LOWERING_CASES = [
     ((9, 8), (5, 5), 1, 6, 1, 1, 1, [(0, 0), (0, 0)], 1),  # LeNet-5's C1
     ((9, 8), (3, 2), 1, 3, 1, (2, 1), (1, 2), [(1, 1), (0, 2)], 1),
     ((12,), (4,), 1, 16, 1, 3, 1, [(2, 1)], 1),
+    # few input channels, stride 1: the input gradient as one matrix product per tap
+    ((14, 13), (5, 5), 6, 16, 1, 1, 1, [(0, 0), (0, 0)], 1),  # LeNet-5's C3
+    ((9, 8), (3, 2), 3, 4, 1, 1, (2, 1), [(1, 2), (0, 1)], 1),  # padded, dilated
+    ((11,), (3,), 8, 5, 1, 1, 2, [(2, 2)], 1),
+    ((7, 6), (3, 3), 5, 4, 1, 2, 1, [(1, 1), (1, 1)], 1),  # strided: stays lax's
     # dense 3D, depth folded into a 2D convolution
     ((5, 6, 5), (3, 3, 3), 3, 4, 1, 1, 1, [(1, 1)] * 3, 1),
     ((7, 6, 7), (3, 2, 3), 2, 5, 1, (2, 1, 2), (2, 1, 1), [(1, 2), (0, 1), (1, 0)], 1),  # strides, dilation
@@ -156,3 +161,14 @@ def test_cpu_up_convolution_is_one_matmul(kernel_size, stride, rewritten):
     jaxpr = str(jax.make_jaxpr(lambda y, w: conv_transpose(y, w, stride=stride))(y, w))
     assert re.findall(r"\b(conv_general_dilated|dot_general)\[", jaxpr) == (
         ["dot_general"] if rewritten else ["conv_general_dilated"])
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the tap-wise input gradient is CPU only")
+@pytest.mark.parametrize(("in_channels", "stride", "rewritten"), [(6, 1, True), (16, 1, False), (6, 2, False)])
+def test_cpu_input_gradient_of_few_channels_is_matrix_products(in_channels, stride, rewritten):
+    """With few input channels at stride 1 the compiled gradient holds two convolutions (forward, kernel gradient)
+    and the input gradient is a matrix product; otherwise XLA's three convolutions."""
+    x, w = jnp.zeros((2, 9, 9, in_channels)), jnp.zeros((3, 3, in_channels, 4))
+    grads = jax.jit(jax.grad(lambda x, w: jnp.sum(correlate(x, w, stride=stride) ** 2), argnums=(0, 1)))
+    hlo = grads.lower(x, w).compile().as_text()
+    assert hlo.count(" convolution(") == (2 if rewritten else 3)
