@@ -71,9 +71,10 @@ _TAPS_INPUT_GRADIENT_MAX_CHANNELS = 8
 #   128x16x16x128 -> 256, 1x1 /2                         6.7 / 7.6 / 19  ->  6.8 / 7.5 / 8.5 (dw 2.2x)
 #   256x5x5x16 -> 120, 5x5 valid (LeNet-5 C5)            0.45 / 10 / 0.47 -> 0.46 / 1.4 / 0.61 (dx 7.5x)
 # Not rewritten, lax as fast or faster: 1×1 at stride 1 (ResNet-50's, 0.5-1.7x: noise around even), 3×3 layers
-# with 64-512 channels at stride 1 or 2 (im2col 1.3-3x slower: the patches are 9x the input), LeNet-5's C1 and C3,
-# the 3-channel stem. In whole training steps the rewrites are within the noise (CIFAR ResNet-18 1.00-1.15x,
-# LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x): those steps are dominated by what is not rewritten.
+# with 64-512 channels at stride 1 or 2 (im2col 1.3-3x slower: the patches are 9x the input), LeNet-5's C1 and C3
+# as im2col, the 3-channel stem. In whole training steps these im2col rewrites are within the noise (CIFAR ResNet-18
+# 1.00-1.15x, LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x); C1's slices and C3's tap-wise input gradient (above)
+# made LeNet-5's step 1.7x faster.
 _CPU_REWRITES = os.environ.get("CNN_CONV_LOWERING", "auto") != "lax"
 
 
