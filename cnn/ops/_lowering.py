@@ -7,11 +7,11 @@ have few channels (depthwise included), else as one dense convolution with a blo
 convolutions with a strided 1×1 kernel, or whose kernel covers the whole padded input (one output position,
 LeNet-5's C5), are one matrix product of patches and the flattened kernel (im2col), whose gradients are matrix
 products too, and so is a transposed convolution whose stride equals its kernel (U-Net's up-convolution: each
-input entry writes its own block of the output). A one-channel input into few channels (LeNet-5's C1) is shifted
-slices forward, with ``lax``'s gradients. Dense 3D convolutions, which XLA:CPU runs far slower than 2D ones (their
-strided input gradients by up to 200×), are 2D convolutions: depth folded into the batch and its taps into the
-channels, or, for a kernel that spans depth alone, height and width flattened into one axis (those two reshapings
-in ``cnn/ops/_reshaped_convs.py``).
+input entry writes its own block of the output). With few input channels (LeNet-5's C3) the input gradient of a
+stride-1 convolution is one matrix product and shifted sums. Dense 3D convolutions, which XLA:CPU runs far slower
+than 2D ones (their strided input gradients by up to 200×), are 2D convolutions: depth folded into the batch and
+its taps into the channels, or, for a kernel that spans depth alone, height and width flattened into one axis
+(those two reshapings in ``cnn/ops/_reshaped_convs.py``).
 The rewrites are tested equal to ``lax`` (values and gradients) in ``tests/ops/test_lowering.py``.
 ``CNN_CONV_LOWERING=lax`` in the environment (read at import) or ``set_cpu_rewrites(False)`` turns them all off.
 """
@@ -53,12 +53,6 @@ from cnn.ops.args import output_size
 # Measured again by `python benchmarks/ops.py --sections grouped` (BENCHMARKS.md, "The two other constants").
 _SHIFTED_SLICE_MAX_CHANNELS = 4
 
-# A dense convolution of a single-channel input into few channels (LeNet-5's C1: 256x32x32x1 -> 6, 5x5) is a short
-# sum of shifted slices times weights, 4-20x faster forward than lax's (lax 14-27 ms, slices 4-6 ms; 3x3 -> 6:
-# 19 vs 0.9 ms; -> 16 or 20 channels still 1.5-2x faster; -> 32 or 64 channels 2-5x slower). Its kernel gradient as
-# slices is slow (138 ms against lax's 5), so the gradients stay lax's (a custom VJP).
-_SINGLE_CHANNEL_MAX_OUTPUTS = 16
-
 # The input gradient of a stride-1 convolution of few input channels (LeNet-5's C3: 256x14x14x6 -> 16, 5x5) as one
 # matrix product per tap and shifted sums: 2.3 ms against lax's 6.2 on an idle machine (8.5-10 vs 12-18 under load).
 _TAPS_INPUT_GRADIENT_MAX_CHANNELS = 8
@@ -73,8 +67,8 @@ _TAPS_INPUT_GRADIENT_MAX_CHANNELS = 8
 # Not rewritten, lax as fast or faster: 1×1 at stride 1 (ResNet-50's, 0.5-1.7x: noise around even), 3×3 layers
 # with 64-512 channels at stride 1 or 2 (im2col 1.3-3x slower: the patches are 9x the input), LeNet-5's C1 and C3
 # as im2col, the 3-channel stem. In whole training steps these im2col rewrites are within the noise (CIFAR ResNet-18
-# 1.00-1.15x, LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x); C1's slices and C3's tap-wise input gradient (above)
-# made LeNet-5's step 1.7x faster.
+# 1.00-1.15x, LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x). C1 as shifted slices (forward 7 -> 2 ms) was not kept:
+# under a custom JVP, which forward-mode differentiation needs, its training step was slower than lax's.
 _CPU_REWRITES = os.environ.get("CNN_CONV_LOWERING", "auto") != "lax"
 
 
@@ -188,70 +182,36 @@ def _lax_conv(
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _conv_with_own_passes(
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _conv_with_taps_input_gradient(
     x: jax.Array,
     kernel: jax.Array,
     stride: tuple[int, ...],
     pads: tuple[tuple[int, int], ...],
     dilation: tuple[int, ...],
-    forward_by_slices: bool,
-    input_gradient_by_taps: bool,
 ) -> jax.Array:
-    """A dense convolution whose forward pass and input gradient are each ``lax``'s or a rewrite, and whose kernel
-    gradient is ``lax``'s: the forward as shifted slices (``_shifted_slice_conv`` with one group; one-channel
-    inputs, ``_SINGLE_CHANNEL_MAX_OUTPUTS``), the input gradient as one matrix product per tap
-    (``_input_gradient_by_taps``; few input channels, ``_TAPS_INPUT_GRADIENT_MAX_CHANNELS``)."""
-    if forward_by_slices:
-        return _shifted_slice_conv(x, kernel, stride, pads, dilation, 1, (1,) * len(stride))
+    """``lax``'s convolution, with its input gradient as one matrix product and a shifted sum per tap (few input
+    channels at stride 1, ``_TAPS_INPUT_GRADIENT_MAX_CHANNELS``).
+
+    The JVP is linear in each tangent, and reverse mode transposes it: the kernel's part is ``lax``'s convolution
+    (its transpose, ``lax``'s kernel gradient), the input's part ``_im2col_conv``, whose transpose is
+    ``dx_pad[n, q, c] = sum_k sum_o dy[n, q - k·d, o] · w[k, c, o]``: one product ``dy · w^T`` over all taps, each
+    tap's slice padded back to its place (the transpose of a slice) and summed. Forward mode works as well.
+    """
     return _lax_conv(x, kernel, stride, pads, dilation)
 
 
-def _own_passes_forward(x, kernel, stride, pads, dilation, forward_by_slices, input_gradient_by_taps):
-    out = _conv_with_own_passes(x, kernel, stride, pads, dilation, forward_by_slices, input_gradient_by_taps)
-    return out, (x, kernel)
+def _taps_input_gradient_jvp(stride, pads, dilation, primals, tangents):
+    (x, kernel), (x_dot, kernel_dot) = primals, tangents
+    out = _lax_conv(x, kernel, stride, pads, dilation)
+    # A symbolic zero (the input of a first layer, a frozen kernel) contributes nothing and costs nothing.
+    parts = [part(*args, stride, pads, dilation) for part, args, dot in (
+        (_im2col_conv, (x_dot, kernel), x_dot), (_lax_conv, (x, kernel_dot), kernel_dot))
+        if not isinstance(dot, jax.custom_derivatives.SymbolicZero)]
+    return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
 
 
-def _own_passes_backward(stride, pads, dilation, forward_by_slices, input_gradient_by_taps, inputs, cotangent):
-    x, kernel = inputs
-    _, vjp = jax.vjp(lambda x, kernel: _lax_conv(x, kernel, stride, pads, dilation), x, kernel)
-    dx, dkernel = vjp(cotangent)  # XLA drops the lax input gradient when it is replaced (or unused)
-    if input_gradient_by_taps:
-        dx = _input_gradient_by_taps(cotangent, kernel, x.shape[1:-1], pads, dilation)
-    return dx, dkernel
-
-
-_conv_with_own_passes.defvjp(_own_passes_forward, _own_passes_backward)
-
-
-def _input_gradient_by_taps(
-    cotangent: jax.Array,
-    kernel: jax.Array,
-    in_spatial: tuple[int, ...],
-    pads: tuple[tuple[int, int], ...],
-    dilation: tuple[int, ...],
-) -> jax.Array:
-    """The input gradient of a stride-1 dense convolution ``out[n, i, o] = sum_k sum_c x_pad[n, i + k·d, c] w[k, c, o]``
-
-        dx_pad[n, q, c] = sum_k sum_o dy[n, q - k·d, o] · w[k, c, o]
-
-    For every tap ``k`` the product ``dy · w[k]^T`` over all ``(n, i)`` is one matrix product of all taps at once
-    (``dy`` times ``w`` arranged ``[o, (k, c)]``); each tap's slice is shifted by ``k·d`` (a pad) and summed, and the
-    padding is cut off. With few input channels that is faster than XLA:CPU's transposed convolution (LeNet-5's C3).
-    """
-    ndim = kernel.ndim - 2
-    kernel_size, (in_channels, out_channels) = kernel.shape[:ndim], kernel.shape[ndim:]
-    taps = list(itertools.product(*map(range, kernel_size)))
-    columns = jnp.moveaxis(kernel.reshape(len(taps), in_channels, out_channels), 2, 0).reshape(out_channels, -1)
-    products = (cotangent.reshape(-1, out_channels) @ columns).reshape(*cotangent.shape[:-1], len(taps), in_channels)
-    padded = [n + lo + hi for n, (lo, hi) in zip(in_spatial, pads, strict=True)]
-    total = None
-    for t, k in enumerate(taps):
-        shifts = [ki * di for ki, di in zip(k, dilation, strict=True)]
-        config = [(s, size - s - o, 0) for s, size, o in zip(shifts, padded, cotangent.shape[1:-1], strict=True)]
-        shifted = lax.pad(products[..., t, :], jnp.zeros((), products.dtype), [(0, 0, 0), *config, (0, 0, 0)])
-        total = shifted if total is None else total + shifted
-    return total[(slice(None), *(slice(lo, lo + n) for (lo, _), n in zip(pads, in_spatial, strict=True)))]
+_conv_with_taps_input_gradient.defjvp(_taps_input_gradient_jvp, symbolic_zeros=True)
 
 
 def _block_diagonal(kernel: jax.Array, groups: int) -> jax.Array:
@@ -301,16 +261,15 @@ def _lowered_conv(
             if _is_depth_only(kernel, stride, pads, lhs_dilation):
                 return _depth_only_conv(x, kernel, stride, pads, dilation, lhs_dilation)
             return _depth_folded_conv(x, kernel, stride, pads, dilation, lhs_dilation)
-        in_channels, out_channels = kernel.shape[-2:]
-        forward_by_slices = in_channels == 1 and out_channels <= _SINGLE_CHANNEL_MAX_OUTPUTS
-        input_gradient_by_taps = (
+        in_channels = kernel.shape[-2]
+        if (
             1 < in_channels <= _TAPS_INPUT_GRADIENT_MAX_CHANNELS
             and max(stride) == 1
+            and max(lhs_dilation) == 1
             and min(min(pad) for pad in pads) >= 0
             and math.prod(kernel.shape[:-2]) > 1
-        )
-        if (forward_by_slices or input_gradient_by_taps) and max(lhs_dilation) == 1:
-            return _conv_with_own_passes(x, kernel, stride, pads, dilation, forward_by_slices, input_gradient_by_taps)
+        ):
+            return _conv_with_taps_input_gradient(x, kernel, stride, pads, dilation)
     return _lax_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation)
 
 
