@@ -8,7 +8,8 @@ convolutions with a strided 1×1 kernel, or whose kernel covers the whole padded
 LeNet-5's C5), are one matrix product of patches and the flattened kernel (im2col), whose gradients are matrix
 products too, and so is a transposed convolution whose stride equals its kernel (U-Net's up-convolution: each
 input entry writes its own block of the output). With few input channels (LeNet-5's C3) the input gradient of a
-stride-1 convolution is one matrix product and shifted sums. Dense 3D convolutions, which XLA:CPU runs far slower
+stride-1 convolution is one matrix product and shifted sums; a one-channel input into few channels (LeNet-5's C1)
+is shifted slices forward. Dense 3D convolutions, which XLA:CPU runs far slower
 than 2D ones (their strided input gradients by up to 200×), are 2D convolutions: depth folded into the batch and
 its taps into the channels, or, for a kernel that spans depth alone, height and width flattened into one axis
 (those two reshapings in ``cnn/ops/_reshaped_convs.py``).
@@ -53,6 +54,13 @@ from cnn.ops.args import output_size
 # Measured again by `python benchmarks/ops.py --sections grouped` (BENCHMARKS.md, "The two other constants").
 _SHIFTED_SLICE_MAX_CHANNELS = 4
 
+# A dense convolution of a one-channel input into few channels (LeNet-5's C1: 256x32x32x1 -> 6, 5x5) is a short sum of
+# shifted slices times weights, 4-20x faster forward than lax's (lax 14-27 ms, slices 4-6 ms under load; 3x3 -> 6:
+# 19 vs 0.9 ms; -> 16 or 20 channels still 1.5-2x faster; -> 32 or 64 channels 2-5x slower). Its kernel gradient as
+# slices is slow (138 ms against lax's 5): the gradients stay lax's (the custom JVP below). LeNet-5's step with it,
+# against without (`benchmarks/vs_torch.py`-style steps in one process, interleaved, idle): 1.23-1.26x faster.
+_SINGLE_CHANNEL_MAX_OUTPUTS = 16
+
 # The input gradient of a stride-1 convolution of few input channels (LeNet-5's C3: 256x14x14x6 -> 16, 5x5) as one
 # matrix product per tap and shifted sums: the input gradient alone 2.3-2.7 ms against lax's 6.2-6.6 on an idle
 # machine; C3's whole gradient (input and kernel) through the custom JVP 13.5 ms against lax's 14.8.
@@ -68,8 +76,7 @@ _TAPS_INPUT_GRADIENT_MAX_CHANNELS = 8
 # Not rewritten, lax as fast or faster: 1×1 at stride 1 (ResNet-50's, 0.5-1.7x: noise around even), 3×3 layers
 # with 64-512 channels at stride 1 or 2 (im2col 1.3-3x slower: the patches are 9x the input), LeNet-5's C1 and C3
 # as im2col, the 3-channel stem. In whole training steps these im2col rewrites are within the noise (CIFAR ResNet-18
-# 1.00-1.15x, LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x). C1 as shifted slices (forward 7 -> 2 ms) was not kept:
-# under a custom JVP, which forward-mode differentiation needs, its training step was slower than lax's.
+# 1.00-1.15x, LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x).
 _CPU_REWRITES = os.environ.get("CNN_CONV_LOWERING", "auto") != "lax"
 
 
@@ -183,38 +190,49 @@ def _lax_conv(
     )
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _conv_with_taps_input_gradient(
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _conv_with_own_passes(
     x: jax.Array,
     kernel: jax.Array,
     stride: tuple[int, ...],
     pads: tuple[tuple[int, int], ...],
     dilation: tuple[int, ...],
+    forward_by_slices: bool,
+    input_gradient_by_taps: bool,
 ) -> jax.Array:
-    """``lax``'s convolution, with its input gradient as one matrix product and a shifted sum per tap (few input
+    """A dense convolution whose forward pass and input gradient are each ``lax``'s or a rewrite: the forward as
+    shifted slices (``_shifted_slice_conv`` with one group; a one-channel input into few channels,
+    ``_SINGLE_CHANNEL_MAX_OUTPUTS``), the input gradient as one matrix product and a shifted sum per tap (few input
     channels at stride 1, ``_TAPS_INPUT_GRADIENT_MAX_CHANNELS``).
 
     The JVP is linear in each tangent, and reverse mode transposes it: the kernel's part is ``lax``'s convolution
-    (its transpose, ``lax``'s kernel gradient), the input's part ``_im2col_conv``, whose transpose is
-    ``dx_pad[n, q, c] = sum_k sum_o dy[n, q - k·d, o] · w[k, c, o]``: one product ``dy · w^T`` over all taps, each
-    tap's slice padded back to its place (the transpose of a slice) and summed. Forward mode works as well.
+    (its transpose, ``lax``'s kernel gradient); the input's part is ``lax``'s or ``_im2col_conv``, whose transpose
+    is ``dx_pad[n, q, c] = sum_k sum_o dy[n, q - k·d, o] · w[k, c, o]``: one product ``dy · w^T`` over all taps,
+    each tap's slice padded back to its place (the transpose of a slice) and summed. Forward mode works as well.
     """
+    return _own_forward(x, kernel, stride, pads, dilation, forward_by_slices)
+
+
+def _own_forward(x, kernel, stride, pads, dilation, forward_by_slices):
+    if forward_by_slices:
+        return _shifted_slice_conv(x, kernel, stride, pads, dilation, 1, (1,) * len(stride))
     return _lax_conv(x, kernel, stride, pads, dilation)
 
 
-def _taps_input_gradient_jvp(stride, pads, dilation, primals, tangents):
+def _own_passes_jvp(stride, pads, dilation, forward_by_slices, input_gradient_by_taps, primals, tangents):
     (x, kernel), (x_dot, kernel_dot) = primals, tangents
-    out = _lax_conv(x, kernel, stride, pads, dilation)
+    out = _own_forward(x, kernel, stride, pads, dilation, forward_by_slices)
     # A symbolic zero (the input of a first layer, a frozen kernel) contributes nothing and costs nothing.
     tangent = jnp.zeros_like(out)
     if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
-        tangent = tangent + _im2col_conv(x_dot, kernel, stride, pads, dilation)
+        input_part = _im2col_conv if input_gradient_by_taps else _lax_conv
+        tangent = tangent + input_part(x_dot, kernel, stride, pads, dilation)
     if not isinstance(kernel_dot, jax.custom_derivatives.SymbolicZero):
         tangent = tangent + _lax_conv(x, kernel_dot, stride, pads, dilation)
     return out, tangent
 
 
-_conv_with_taps_input_gradient.defjvp(_taps_input_gradient_jvp, symbolic_zeros=True)
+_conv_with_own_passes.defjvp(_own_passes_jvp, symbolic_zeros=True)
 
 
 def _block_diagonal(kernel: jax.Array, groups: int) -> jax.Array:
@@ -264,15 +282,17 @@ def _lowered_conv(
             if _is_depth_only(kernel, stride, pads, lhs_dilation):
                 return _depth_only_conv(x, kernel, stride, pads, dilation, lhs_dilation)
             return _depth_folded_conv(x, kernel, stride, pads, dilation, lhs_dilation)
-        in_channels = kernel.shape[-2]
-        if (
+        in_channels, out_channels = kernel.shape[-2:]
+        forward_by_slices = in_channels == 1 and out_channels <= _SINGLE_CHANNEL_MAX_OUTPUTS and max(lhs_dilation) == 1
+        input_gradient_by_taps = (
             1 < in_channels <= _TAPS_INPUT_GRADIENT_MAX_CHANNELS
             and max(stride) == 1
             and max(lhs_dilation) == 1
             and min(min(pad) for pad in pads) >= 0
             and math.prod(kernel.shape[:-2]) > 1
-        ):
-            return _conv_with_taps_input_gradient(x, kernel, stride, pads, dilation)
+        )
+        if forward_by_slices or input_gradient_by_taps:
+            return _conv_with_own_passes(x, kernel, stride, pads, dilation, forward_by_slices, input_gradient_by_taps)
     return _lax_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation)
 
 

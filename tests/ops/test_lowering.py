@@ -39,7 +39,7 @@ LOWERING_CASES = [
     ((3, 2, 3), (2, 3, 1), 2, 4, 1, 1, 1, [(1, 1), (2, 2), (0, 0)], (2, 3, 1)),
     ((5,), (3,), 4, 2, 1, 1, 1, [(2, 2)], 3),
     ((3, 4), (2, 2), 12, 18, 2, 1, 1, [(1, 1), (1, 1)], (2, 2)),  # grouped: block-diagonal first
-    # one input channel, few outputs (LeNet-5's C1): lax's convolution, as measured faster under a custom JVP
+    # one input channel, few outputs (LeNet-5's C1): shifted slices forward, lax's gradients (a custom JVP)
     ((9, 8), (5, 5), 1, 6, 1, 1, 1, [(0, 0), (0, 0)], 1),  # LeNet-5's C1
     ((9, 8), (3, 2), 1, 3, 1, (2, 1), (1, 2), [(1, 1), (0, 2)], 1),
     ((12,), (4,), 1, 16, 1, 3, 1, [(2, 1)], 1),
@@ -172,3 +172,13 @@ def test_cpu_input_gradient_of_few_channels_is_matrix_products(in_channels, stri
     grads = jax.jit(jax.grad(lambda x, w: jnp.sum(correlate(x, w, stride=stride) ** 2), argnums=(0, 1)))
     hlo = grads.lower(x, w).compile().as_text()
     assert hlo.count(" convolution(") == (2 if rewritten else 3)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the shifted-slice forward is CPU only")
+@pytest.mark.parametrize(("out_channels", "argnums", "convolutions"), [(6, 1, 1), (6, (0, 1), 2), (32, 1, 2)])
+def test_cpu_one_channel_input_forward_is_slices(out_channels, argnums, convolutions):
+    """A one-channel input into few channels (LeNet-5's C1): no convolution forward, and in a first layer's gradient
+    (the input not differentiated) only the kernel gradient's; into many channels, lax's forward and kernel gradient."""
+    x, w = jnp.zeros((2, 12, 12, 1)), jnp.zeros((5, 5, 1, out_channels))
+    grads = jax.jit(jax.grad(lambda x, w: jnp.sum(correlate(x, w) ** 2), argnums=argnums))
+    assert grads.lower(x, w).compile().as_text().count(" convolution(") == convolutions
