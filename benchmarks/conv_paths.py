@@ -7,6 +7,10 @@ and on, in one process, alternating.
     python benchmarks/conv_paths.py                   # both tables
     python benchmarks/conv_paths.py --skip-layers --rounds 5
     python benchmarks/conv_paths.py --dims 3 --rounds 3     # 3D only
+    python benchmarks/conv_paths.py --dims 2 --skip-steps --layers "ResNet-18 stage"  # layers by name prefix
+
+Each layer's row ends with lax's arithmetic rate (GFLOP/s of the forward, input and kernel gradient: each pass does
+the forward's multiply-adds), to compare with the matmul rate printed first.
 
 The machine is shared: absolute times move with the load, the same-run ratios much less. Both variants of a layer
 or step are compiled up front (``set_cpu_rewrites`` decides at trace time), then timed in alternation.
@@ -130,9 +134,13 @@ def layer_rows(layers: list[tuple], rounds: int) -> list[list]:
         dy = normal(rng, *jax.eval_shape(passes["fwd"], x, w, None).shape)
         strides = "x".join(map(str, stride)) if isinstance(stride, tuple) else stride
         row = [name, f"{'x'.join(map(str, (batch, *spatial, cin)))}->{cout} {'x'.join(map(str, kernel))} /{strides}"]
+        flops = 2 * dy.size * cin * np.prod(kernel)  # multiply-adds of one pass
+        rates = []
         for fn in passes.values():
             ms = alternate(compiled_for_each_variant(fn, (x, w, dy)), rounds, 1)
             row += [1e3 * ms["lax"], 1e3 * ms["rewrites"], ms["lax"] / ms["rewrites"]]
+            rates.append(f"{flops / ms['lax'] / 1e9:.0f}")
+        row.append(" / ".join(rates))
         rows.append(row)
         print(row, flush=True)
     return rows
@@ -181,13 +189,16 @@ def main() -> None:
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--skip-steps", action="store_true")
     parser.add_argument("--dims", default="2,3", help="comma-separated: 2 (2D layers and steps), 3 (3D)")
+    parser.add_argument("--layers", default="", help="only the layers whose name starts with this")
     args = parser.parse_args()
     dims = {int(d) for d in args.dims.split(",")}
     print(f"jax {jax.__version__}, {jax.default_backend()}, {os.cpu_count()} cores, load average {load_average()}")
     print(f"float32 2048² matmul GFLOP/s: {matmul_gflops(Timer(5, 10.0))}\n")
     if not args.skip_layers:
         headers = ["layer", "shape"] + [f"{p} {v}" for p in ("fwd", "dx", "dw") for v in ("lax ms", "rewrite ms", "x")]
+        headers.append("lax GFLOP/s fwd / dx / dw")
         layers = (LAYERS if 2 in dims else []) + (LAYERS_3D if 3 in dims else [])
+        layers = [layer for layer in layers if layer[0].startswith(args.layers)]
         print(table(headers, layer_rows(layers, args.rounds)), "\n")
     if not args.skip_steps:
         rows = step_rows(dims, args.rounds, 3)
