@@ -3,6 +3,7 @@
     python benchmarks/vs_torch.py                          # every model below, 10 timed rounds
     python benchmarks/vs_torch.py --models cifar_resnet18,lenet5 --steps 20
     python benchmarks/vs_torch.py --quick                  # a smoke run: batches / 8, 2 rounds (not for tables)
+    python benchmarks/vs_torch.py --models lenet5 --processes 3   # each side alone in its own process, 3 times
 
 PyTorch (with torchvision) is an optional benchmark dependency, not in requirements.txt: without it the script says
 so and exits. Every model is trained by SGD with momentum 0.9 (learning rate 0.01, no weight decay) in float32 on a
@@ -29,7 +30,10 @@ The calls of one model's variants are interleaved round-robin (a load spike hits
 warm-up round (compilation); a variant's time is its median step. Torch's OpenMP worker threads keep spinning long
 after their calls (seconds: a 2 s pause before each call did not help) and take the cores from XLA's threads in
 the same process: the project's LeNet-5 step ran at 8.0k img/s beside them and at 11.7k with ``GOMP_SPINCOUNT=0``
-in the environment, which costs torch's own calls 5-10%. Run both ways; the fair ratio is between the two.
+in the environment, which costs torch's own calls 5-10%. Run both ways; the fair ratio is between the two. Or
+``--processes N``: each side alone in its own process (torch with its default policy), the sides alternating N
+times, medians over the processes; on this 2-vCPU machine one process's LeNet-5 steps ran at about 10k img/s and
+the next one's at 14k (alike for whole runs, for both sides), so use several.
 Also printed: float32 2048² matrix products in numpy, torch and XLA (the practical arithmetic peak of this machine,
 measured in the same run), the step's floating-point operations (XLA's cost analysis of the compiled step) and the
 share of that peak they reach, and the load average. Only ratios measured in one run compare across machines.
@@ -40,8 +44,10 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -80,6 +86,7 @@ CASES = {
     "r3d_18": Case("r3d_18", 4, (8, 56, 56, 3), 10),
 }
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
+RESULT_PREFIX = "RESULT "  # a child process's measurements, one JSON line (``--processes``)
 
 
 def synthetic_batch(case: Case, batch: int) -> dict[str, np.ndarray]:
@@ -207,18 +214,73 @@ def interleaved(steps: dict[str, Callable[[], None]], rounds: int, warmup: int) 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def measure(names: list[str], side: str, rounds: int, warmup: int, quick: bool, torch) -> dict[str, dict]:
+    """Per model: its batch, parameter counts and img/s of each variant of ``side`` (project, torch or both), and
+    the project step's FLOPs; the variants interleaved in this process."""
+    results = {}
+    for name in names:
+        case = CASES[name]
+        batch = max(case.batch // 8, 2) if quick else case.batch
+        data = synthetic_batch(case, batch)
+        steps, params, flops = {}, {}, float("nan")
+        if side in ("both", "project"):
+            steps["project"], params["project"], flops = project_step(case, data)
+        if side in ("both", "torch"):
+            torch_variants, params["torch"] = torch_steps(torch, case, data)
+            steps.update(torch_variants)
+        print(f"{name}: batch {batch} × {'×'.join(map(str, case.image_shape))}; parameters: "
+              + ", ".join(f"{k} {v:,}" for k, v in params.items()), flush=True)
+        seconds = interleaved(steps, rounds, warmup)
+        results[name] = {"batch": batch, "params": params, "flops": flops,
+                         "rates": {variant: batch / s for variant, s in seconds.items()}}
+        print("  img/s: " + ", ".join(f"{v} {r:.1f}" for v, r in results[name]["rates"].items()), flush=True)
+    return results
+
+
+def in_separate_processes(argv: list[str], processes: int) -> dict[str, dict]:
+    """Each side alone in its own process (no thread of one side spinning beside the other), the sides alternating
+    ``processes`` times; per variant the median img/s over its processes."""
+    runs: list[dict[str, dict]] = []
+    for _ in range(processes):
+        for side in ("project", "torch"):
+            child = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", side],
+                                   capture_output=True, text=True, check=True)
+            line = next(line for line in child.stdout.splitlines() if line.startswith(RESULT_PREFIX))
+            runs.append(json.loads(line.removeprefix(RESULT_PREFIX)))
+    merged = {}
+    for name in runs[0]:
+        parts = [run[name] for run in runs]
+        rates: dict[str, list[float]] = {}
+        for part in parts:
+            for variant, rate in part["rates"].items():
+                rates.setdefault(variant, []).append(rate)
+        print(f"{name} img/s per process: " + "; ".join(f"{v} " + ", ".join(f"{r:.1f}" for r in rs)
+                                                        for v, rs in rates.items()), flush=True)
+        merged[name] = {"batch": parts[0]["batch"], "params": {k: v for p in parts for k, v in p["params"].items()},
+                        "flops": next(p["flops"] for p in parts if "project" in p["params"]),
+                        "rates": {v: statistics.median(rs) for v, rs in rates.items()}}
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(CASES), help=f"comma-separated, from {list(CASES)}")
     parser.add_argument("--steps", type=int, default=10, help="timed rounds per model")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (compilation)")
     parser.add_argument("--quick", action="store_true", help="batches / 8 and 2 rounds: a smoke run")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="run each side alone in its own process, alternating, this many times each (medians); "
+                             "0: both sides in this process, interleaved")
+    parser.add_argument("--side", choices=("both", "project", "torch"), default="both", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASES]
     if unknown:
         parser.error(f"--models: unknown {unknown}; choose from {list(CASES)}")
+    if args.processes < 0:
+        parser.error(f"--processes: expected a count >= 0, got {args.processes}")
     try:
         import torch
         import torchvision
@@ -228,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     rounds = 2 if args.quick else args.steps
+    if args.side != "both":
+        print(RESULT_PREFIX + json.dumps(measure(names, args.side, rounds, args.warmup, args.quick, torch)))
+        return 0
 
     started_load, other = load_average(), OtherLoad()
     peak = matmul_gflops(Timer(repeats=10, budget_s=5.0))
@@ -236,29 +301,26 @@ def main(argv: list[str] | None = None) -> int:
     best = max(peak.values())
     print(f"jax {jax.__version__} ({jax.default_backend()}, XLA:CPU conv flag {'set' if FLAG_SET else 'not set'}), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), torchvision {torchvision.__version__}; "
-          f"{os.cpu_count()} cores; load average at start {started_load}")
+          f"{os.cpu_count()} cores; load average at start {started_load}; "
+          + (f"each side alone in {args.processes} processes" if args.processes else "both sides in this process"))
     print("float32 2048² matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
+    if args.processes:
+        results = in_separate_processes(argv, args.processes)  # a child given --side ignores --processes
+    else:
+        results = measure(names, "both", rounds, args.warmup, args.quick, torch)
 
     rows = []
-    for name in names:
-        case = CASES[name]
-        batch = max(case.batch // 8, 2) if args.quick else case.batch
-        data = synthetic_batch(case, batch)
-        jax_step, jax_params, flops = project_step(case, data)
-        steps, torch_params = torch_steps(torch, case, data)
-        print(f"{name}: batch {batch} × {'×'.join(map(str, case.image_shape))}; parameters: project {jax_params:,}, "
-              f"torch {torch_params:,}", flush=True)
-        if jax_params != torch_params:
-            print(f"error: {name}: the two sides' parameter counts differ: not the same model", file=sys.stderr)
+    for name, result in results.items():
+        params, rate, batch = result["params"], result["rates"], result["batch"]
+        if params["project"] != params["torch"]:
+            print(f"error: {name}: the two sides' parameter counts differ ({params}): not the same model",
+                  file=sys.stderr)
             return 1
-        seconds = interleaved({"project": jax_step, **steps}, rounds, args.warmup)
-        reference = "torch torch.compile" if "torch torch.compile" in seconds else "torch eager"
-        rate = {variant: batch / s for variant, s in seconds.items()}
+        reference = "torch torch.compile" if "torch torch.compile" in rate else "torch eager"
         rows.append([name, f"{batch}", rate["project"], *(rate.get(f"torch {v}", float("nan"))
                                                           for v in ("eager", "eager channels-last", "torch.compile")),
                      f"{rate['project'] / rate[reference]:.2f}× ({reference.removeprefix('torch ')})",
-                     flops / batch / 1e9, 100 * flops / seconds["project"] / 1e9 / best])
-        print("  img/s: " + ", ".join(f"{v} {r:.1f}" for v, r in rate.items()), flush=True)
+                     result["flops"] / batch / 1e9, 100 * result["flops"] * rate["project"] / batch / 1e9 / best])
 
     print()
     print(table(["model", "batch", "project img/s", "torch eager NCHW", "torch eager channels-last", "torch.compile",
