@@ -76,7 +76,9 @@ _TAPS_INPUT_GRADIENT_MAX_CHANNELS = 8
 # Not rewritten, lax as fast or faster: 1×1 at stride 1 (ResNet-50's, 0.5-1.7x: noise around even), 3×3 layers
 # with 64-512 channels at stride 1 or 2 (im2col 1.3-3x slower: the patches are 9x the input), LeNet-5's C1 and C3
 # as im2col, the 3-channel stem. In whole training steps these im2col rewrites are within the noise (CIFAR ResNet-18
-# 1.00-1.15x, LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x).
+# 1.00-1.15x, LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x). Strided 3x3 layers as stride-1 convolutions over the
+# space-to-depth input (16/9 the work, no zero-inserting gradient): the input gradient of 128x32x32x64 -> 128 /2
+# 95 -> 68 ms, every other pass and shape 1.1-2.4x slower (ResNet-18's three /2 layers, idle): not rewritten.
 _CPU_REWRITES = os.environ.get("CNN_CONV_LOWERING", "auto") != "lax"
 
 
