@@ -3,7 +3,8 @@ kinds of convolution that XLA:CPU runs slowly are rewritten into what it runs fa
 
 XLA:CPU's grouped convolution (``feature_group_count > 1``) is slow, its kernel gradient by orders of magnitude.
 There grouped convolutions are rewritten: as a sum of shifted, strided slices times per-group weights when groups
-have few channels (depthwise included), else as one dense convolution with a block-diagonal kernel. Dense
+have few channels (depthwise included; the kernel gradient summed over chunks of the batch that fit in cache),
+else as one dense convolution with a block-diagonal kernel. Dense
 convolutions with a strided 1×1 kernel, or whose kernel covers the whole padded input (one output position,
 LeNet-5's C5), are one matrix product of patches and the flattened kernel (im2col), whose gradients are matrix
 products too, and so is a transposed convolution whose stride equals its kernel (U-Net's up-convolution: each
@@ -53,6 +54,14 @@ from cnn.ops.args import output_size
 # input and output channels; otherwise the block-diagonal dense kernel, groups times the FLOPs yet faster.
 # Measured again by `python benchmarks/ops.py --sections grouped` (BENCHMARKS.md, "The two other constants").
 _SHIFTED_SLICE_MAX_CHANNELS = 4
+
+# A shifted-slice convolution's kernel gradient is one reduction per tap over the whole batch of input and cotangent,
+# each a pass over memory. Over chunks of the batch that fit in cache (input and cotangent together at most this many
+# bytes), the taps re-read the cache: depthwise kernel gradients, 64 images, ms whole batch -> chunks (idle machine):
+#   32x32x96, 3x3     81-92 -> 14-17 (2-4 images a chunk; one image 34)
+#   16x16x240, 5x5    123-128 -> 24-26 (2-4; 8 images 47)
+#   8x8x672, 5x5      82-92 -> 18-21 (2-4; 8 images 35)
+_KERNEL_GRADIENT_CHUNK_BYTES = 5 * 2**19
 
 # A dense convolution of a one-channel input into few channels (LeNet-5's C1: 256x32x32x1 -> 6, 5x5) is a short sum of
 # shifted slices times weights, 4-20x faster forward than lax's (lax 14-27 ms, slices 4-6 ms under load; 3x3 -> 6:
@@ -170,6 +179,59 @@ def _shifted_slice_conv(
     return out.reshape(*out.shape[:-2], out_channels)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _slice_conv_chunked_kernel_gradient(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    lhs_dilation: tuple[int, ...],
+) -> jax.Array:
+    """``_shifted_slice_conv``, its kernel gradient summed over chunks of the batch (``_KERNEL_GRADIENT_CHUNK_BYTES``).
+
+    The JVP's kernel part is the same linear map of the kernel's tangent, given its transpose explicitly
+    (``linear_call``): ``dw = sum over chunks b of dw_b``, each chunk's the transpose of the slices on that chunk alone.
+    Forward mode and the input's part are the slices' own derivatives.
+    """
+    return _shifted_slice_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation)
+
+
+def _chunked_kernel_gradient_jvp(stride, pads, dilation, groups, lhs_dilation, primals, tangents):
+    (x, kernel), (x_dot, kernel_dot) = primals, tangents
+
+    def conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return _shifted_slice_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation)
+
+    def kernel_gradient(x: jax.Array, cotangent: jax.Array) -> jax.Array:
+        def of_chunk(chunk: tuple[jax.Array, jax.Array]) -> jax.Array:
+            x, cotangent = chunk
+            (gradient,) = jax.linear_transpose(functools.partial(conv, x), kernel_struct)(cotangent)
+            return gradient
+
+        n = x.shape[0]
+        per_example = (x[0].size + cotangent[0].size) * x.dtype.itemsize
+        fits = _KERNEL_GRADIENT_CHUNK_BYTES // per_example
+        size = max(d for d in range(1, min(max(fits, 1), n) + 1) if n % d == 0)
+        if size == n:
+            return of_chunk((x, cotangent))
+        chunks = (x.reshape(n // size, size, *x.shape[1:]), cotangent.reshape(n // size, size, *cotangent.shape[1:]))
+        return lax.map(of_chunk, chunks).sum(axis=0)
+
+    kernel_struct = jax.ShapeDtypeStruct(kernel.shape, kernel.dtype)
+    out = conv(x, kernel)
+    tangent = jnp.zeros_like(out)
+    if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
+        tangent = tangent + conv(x_dot, kernel)
+    if not isinstance(kernel_dot, jax.custom_derivatives.SymbolicZero):
+        tangent = tangent + jax.custom_derivatives.linear_call(conv, kernel_gradient, x, kernel_dot)
+    return out, tangent
+
+
+_slice_conv_chunked_kernel_gradient.defjvp(_chunked_kernel_gradient_jvp, symbolic_zeros=True)
+
+
 def _lax_conv(
     x: jax.Array,
     kernel: jax.Array,
@@ -274,7 +336,7 @@ def _lowered_conv(
         if groups > 1:
             in_per_group, out_per_group = kernel.shape[-2], kernel.shape[-1] // groups
             if in_per_group == 1 or max(in_per_group, out_per_group) <= _SHIFTED_SLICE_MAX_CHANNELS:
-                return _shifted_slice_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation)
+                return _slice_conv_chunked_kernel_gradient(x, kernel, stride, pads, dilation, groups, lhs_dilation)
             kernel, groups = _block_diagonal(kernel, groups), 1
         if _is_block_transpose(kernel, stride, pads, dilation, lhs_dilation):
             return _block_transpose_conv(x, kernel)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from cnn.ops import _lowering
 from cnn.ops._lowering import _conv, set_cpu_rewrites
 from cnn.ops.conv import conv_transpose, correlate
 from tests.reference import assert_close, normal, per_axis
@@ -182,3 +183,36 @@ def test_cpu_one_channel_input_forward_is_slices(out_channels, argnums, convolut
     x, w = jnp.zeros((2, 12, 12, 1)), jnp.zeros((5, 5, 1, out_channels))
     grads = jax.jit(jax.grad(lambda x, w: jnp.sum(correlate(x, w) ** 2), argnums=argnums))
     assert grads.lower(x, w).compile().as_text().count(" convolution(") == convolutions
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the shifted-slice lowering is CPU only")
+@pytest.mark.parametrize(("batch", "cin", "cout", "groups", "stride", "chunk"), [
+    (6, 6, 6, 6, 1, 2),  # depthwise, three chunks of two examples
+    (5, 4, 8, 4, 2, 2),  # channel multiplier 2, strided; a batch of 5 comes in chunks of one
+    (4, 8, 8, 4, 1, 8),  # 2 in x 2 out per group; the whole batch fits: no chunks
+])
+def test_shifted_slice_kernel_gradient_over_batch_chunks(monkeypatch, batch, cin, cout, groups, stride, chunk):
+    """The kernel gradient summed over chunks of the batch equals lax's grouped convolution's gradients (reverse and
+    forward mode), and is a loop over the chunks when the batch does not fit ``_KERNEL_GRADIENT_CHUNK_BYTES``."""
+    rng = np.random.default_rng(11)
+    x, w = normal(rng, batch, 7, 9, cin), normal(rng, 3, 3, cin // groups, cout)
+    out_shape = jax.eval_shape(lambda x, w: lax_grouped(x, w, stride, [(1, 1), (1, 1)], 1, groups, 1), x, w).shape
+    per_example = 4 * (x[0].size + np.prod(out_shape[1:]))
+    monkeypatch.setattr(_lowering, "_KERNEL_GRADIENT_CHUNK_BYTES", int(chunk * per_example))
+    args = ((stride, stride), ((1, 1), (1, 1)), (1, 1), groups, (1, 1))
+
+    def ours(x, w):
+        return _lowering._lowered_conv(x, w, *args, cpu_rewrites=True)
+
+    def reference(x, w):
+        return lax_grouped(x, w, stride, [(1, 1), (1, 1)], 1, groups, 1)
+
+    cotangent = normal(rng, *out_shape)
+    loss = [lambda x, w, f=f: jnp.vdot(f(x, w), cotangent) for f in (ours, reference)]
+    grads, expected = (jax.grad(f, argnums=(0, 1))(x, w) for f in loss)
+    for got, want in zip(grads, expected, strict=True):
+        assert_close(got, want, rtol=1e-4)
+    tangents = normal(rng, *x.shape), normal(rng, *w.shape)
+    assert_close(jax.jvp(ours, (x, w), tangents)[1], jax.jvp(reference, (x, w), tangents)[1], rtol=1e-4)
+    looped = "scan[" in str(jax.make_jaxpr(jax.grad(loss[0], argnums=1))(x, w))
+    assert looped == (chunk < batch)
