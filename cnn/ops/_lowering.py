@@ -24,6 +24,7 @@ import functools
 import itertools
 import math
 import os
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -221,12 +222,19 @@ def _chunked_kernel_gradient_jvp(stride, pads, dilation, groups, lhs_dilation, p
 
     kernel_struct = jax.ShapeDtypeStruct(kernel.shape, kernel.dtype)
     out = conv(x, kernel)
+    return out, _tangent(out, (x_dot, lambda x_dot: conv(x_dot, kernel)),
+                         (kernel_dot, lambda kernel_dot: jax.custom_derivatives.linear_call(conv, kernel_gradient, x,
+                                                                                             kernel_dot)))
+
+
+def _tangent(out: jax.Array, *parts: tuple[jax.Array, Callable[[jax.Array], jax.Array]]) -> jax.Array:
+    """A JVP's tangent: the sum of its linear parts ``(tangent, part)``, skipping symbolic zeros (a first layer's
+    input, a frozen kernel), which contribute nothing and cost nothing."""
     tangent = jnp.zeros_like(out)
-    if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
-        tangent = tangent + conv(x_dot, kernel)
-    if not isinstance(kernel_dot, jax.custom_derivatives.SymbolicZero):
-        tangent = tangent + jax.custom_derivatives.linear_call(conv, kernel_gradient, x, kernel_dot)
-    return out, tangent
+    for dot, part in parts:
+        if not isinstance(dot, jax.custom_derivatives.SymbolicZero):
+            tangent = tangent + part(dot)
+    return tangent
 
 
 _slice_conv_chunked_kernel_gradient.defjvp(_chunked_kernel_gradient_jvp, symbolic_zeros=True)
@@ -286,14 +294,9 @@ def _own_forward(x, kernel, stride, pads, dilation, forward_by_slices):
 def _own_passes_jvp(stride, pads, dilation, forward_by_slices, input_gradient_by_taps, primals, tangents):
     (x, kernel), (x_dot, kernel_dot) = primals, tangents
     out = _own_forward(x, kernel, stride, pads, dilation, forward_by_slices)
-    # A symbolic zero (the input of a first layer, a frozen kernel) contributes nothing and costs nothing.
-    tangent = jnp.zeros_like(out)
-    if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
-        input_part = _im2col_conv if input_gradient_by_taps else _lax_conv
-        tangent = tangent + input_part(x_dot, kernel, stride, pads, dilation)
-    if not isinstance(kernel_dot, jax.custom_derivatives.SymbolicZero):
-        tangent = tangent + _lax_conv(x, kernel_dot, stride, pads, dilation)
-    return out, tangent
+    input_part = _im2col_conv if input_gradient_by_taps else _lax_conv
+    return out, _tangent(out, (x_dot, lambda x_dot: input_part(x_dot, kernel, stride, pads, dilation)),
+                         (kernel_dot, lambda kernel_dot: _lax_conv(x, kernel_dot, stride, pads, dilation)))
 
 
 _conv_with_own_passes.defjvp(_own_passes_jvp, symbolic_zeros=True)
