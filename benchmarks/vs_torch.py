@@ -244,7 +244,9 @@ def in_separate_processes(argv: list[str], processes: int) -> dict[str, dict]:
     for _ in range(processes):
         for side in ("project", "torch"):
             child = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", side],
-                                   capture_output=True, text=True, check=True)
+                                   capture_output=True, text=True)
+            if child.returncode != 0:
+                sys.exit(f"error: the {side} side's process failed (exit {child.returncode}):\n{child.stderr[-4000:]}")
             line = next(line for line in child.stdout.splitlines() if line.startswith(RESULT_PREFIX))
             runs.append(json.loads(line.removeprefix(RESULT_PREFIX)))
     merged = {}

@@ -4,16 +4,15 @@ kinds of convolution that XLA:CPU runs slowly are rewritten into what it runs fa
 XLA:CPU's grouped convolution (``feature_group_count > 1``) is slow, its kernel gradient by orders of magnitude.
 There grouped convolutions are rewritten: as a sum of shifted, strided slices times per-group weights when groups
 have few channels (depthwise included; the kernel gradient summed over chunks of the batch that fit in cache),
-else as one dense convolution with a block-diagonal kernel. Dense
-convolutions with a strided 1×1 kernel, or whose kernel covers the whole padded input (one output position,
-LeNet-5's C5), are one matrix product of patches and the flattened kernel (im2col), whose gradients are matrix
-products too, and so is a transposed convolution whose stride equals its kernel (U-Net's up-convolution: each
-input entry writes its own block of the output). With few input channels (LeNet-5's C3) the input gradient of a
-stride-1 convolution is one matrix product and shifted sums; a one-channel input into few channels (LeNet-5's C1)
-is shifted slices forward. Dense 3D convolutions, which XLA:CPU runs far slower
-than 2D ones (their strided input gradients by up to 200×), are 2D convolutions: depth folded into the batch and
-its taps into the channels, or, for a kernel that spans depth alone, height and width flattened into one axis
-(those two reshapings in ``cnn/ops/_reshaped_convs.py``).
+else as one dense convolution with a block-diagonal kernel. Dense convolutions with a strided 1×1 kernel, or whose
+kernel covers the whole padded input (one output position, LeNet-5's C5), are one matrix product of patches and the
+flattened kernel (im2col), whose gradients are matrix products too, and so is a transposed convolution whose stride
+equals its kernel (U-Net's up-convolution: each input entry writes its own block of the output). With few input
+channels (LeNet-5's C3) the input gradient of a stride-1 convolution is one matrix product and shifted sums; a
+one-channel input into few channels (LeNet-5's C1) is shifted slices forward. Dense 3D convolutions, which XLA:CPU
+runs far slower than 2D ones (their strided input gradients by up to 200×), are 2D convolutions: depth folded into
+the batch and its taps into the channels, or, for a kernel that spans depth alone, height and width flattened into
+one axis (those two reshapings in ``cnn/ops/_reshaped_convs.py``).
 The rewrites are tested equal to ``lax`` (values and gradients) in ``tests/ops/test_lowering.py``.
 ``CNN_CONV_LOWERING=lax`` in the environment (read at import) or ``set_cpu_rewrites(False)`` turns them all off.
 """
@@ -62,6 +61,8 @@ _SHIFTED_SLICE_MAX_CHANNELS = 4
 #   32x32x96, 3x3     81-92 -> 14-17 (2-4 images a chunk; one image 34)
 #   16x16x240, 5x5    123-128 -> 24-26 (2-4; 8 images 47)
 #   8x8x672, 5x5      82-92 -> 18-21 (2-4; 8 images 35)
+# (the kernel gradient alone, jitted, both ways in one process; a value above the batch's bytes, set before tracing,
+# gives the whole-batch reduction back)
 _KERNEL_GRADIENT_CHUNK_BYTES = 5 * 2**19
 
 # A dense convolution of a one-channel input into few channels (LeNet-5's C1: 256x32x32x1 -> 6, 5x5) is a short sum of
