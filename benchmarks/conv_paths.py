@@ -1,19 +1,21 @@
-"""How XLA:CPU convolutions are lowered (``cnn.ops._lowering``): each layer's forward, input gradient and kernel
-gradient with ``lax.conv_general_dilated`` against the CPU rewrites, and the training steps of CIFAR ResNet-18
-(batch 128, 32×32×3), LeNet-5 (batch 256, 32×32×1) and ResNet-50 (batch 32, 64×64×3), and of the 3D ResNets
-(r3d_18 and r2plus1d_18 on 4 clips of 8×56×56, MedMNIST's resnet18_3d on 4 volumes of 28³), with the rewrites off
-and on, in one process, alternating.
+"""How CPU convolutions are lowered (``cnn.ops._lowering``): each layer's forward, input gradient and kernel
+gradient, and the training steps of CIFAR ResNet-18 (batch 128, 32×32×3), LeNet-5 (batch 256, 32×32×1) and ResNet-50
+(batch 32, 64×64×3), and of the 3D ResNets (r3d_18 and r2plus1d_18 on 4 clips of 8×56×56, MedMNIST's resnet18_3d on
+4 volumes of 28³), under each lowering (``set_conv_lowering``: ``lax``, the ``xla`` rewrites, ``onednn``), in one
+process, alternating.
 
     python benchmarks/conv_paths.py                   # both tables
     python benchmarks/conv_paths.py --skip-layers --rounds 5
     python benchmarks/conv_paths.py --dims 3 --rounds 3     # 3D only
     python benchmarks/conv_paths.py --dims 2 --skip-steps --layers "ResNet-18 stage"  # layers by name prefix
+    python benchmarks/conv_paths.py --variants xla,onednn  # the lowerings compared (default: all three)
 
-Each layer's row ends with lax's arithmetic rate (GFLOP/s of the forward, input and kernel gradient: each pass does
-the forward's multiply-adds), to compare with the matmul rate printed first.
+Each pass's "x" is the first variant's time over the last's. Each layer's row ends with the last variant's
+arithmetic rate (GFLOP/s of the forward, input and kernel gradient: each pass does the forward's multiply-adds), to
+compare with the matmul rate printed first.
 
 The machine is shared: absolute times move with the load, the same-run ratios much less. Both variants of a layer
-or step are compiled up front (``set_cpu_rewrites`` decides at trace time), then timed in alternation.
+or step are compiled up front (``set_conv_lowering`` decides at trace time), then timed in alternation.
 """
 
 from __future__ import annotations
@@ -42,14 +44,14 @@ from cnn.data import DatasetSpec  # noqa: E402
 from cnn.models import create  # noqa: E402
 from cnn.models.resnet import BasicBlock, ResNet  # noqa: E402
 from cnn.ops import Layer, correlate  # noqa: E402
-from cnn.ops._lowering import set_cpu_rewrites  # noqa: E402
+from cnn.ops._lowering import set_conv_lowering  # noqa: E402
 from cnn.tasks import make_task  # noqa: E402
 from cnn.train.state import create_train_state  # noqa: E402
 from cnn.train.steps import train_step  # noqa: E402
 
-VARIANTS = ("lax", "rewrites")
+VARIANTS = ["lax", "xla", "onednn"]  # --variants
 
-# (name, batch, input size, in channels, out channels, kernel, stride, padding): the convolutions of the two models
+# (name, batch, input size, in channels, out channels, kernel, stride, padding[, groups]): convolutions of the zoo
 LAYERS = [
     ("ResNet-18 stem", 128, 32, 3, 64, 3, 1, 1),
     ("ResNet-18 stage 1", 128, 32, 64, 64, 3, 1, 1),
@@ -66,6 +68,10 @@ LAYERS = [
     ("LeNet-5 C1", 256, 32, 1, 6, 5, 1, 0),
     ("LeNet-5 C3", 256, 14, 6, 16, 5, 1, 0),
     ("LeNet-5 C5", 256, 5, 16, 120, 5, 1, 0),
+    ("U-Net level 1", 4, 128, 64, 64, 3, 1, 1),
+    ("EfficientNet-B0 depthwise 3x3", 64, 32, 96, 96, 3, 1, 1, 96),
+    ("EfficientNet-B0 depthwise 5x5", 64, 16, 240, 240, 5, 1, 2, 240),
+    ("EfficientNet-B0 depthwise 5x5 /2", 64, 16, 240, 240, 5, 2, 2, 240),
 ]
 # 3D: (depth, height, width) per axis. r3d_18 on 4 clips of 8×56×56; MedMNIST's ResNet-18 (no stem stride) at 28³.
 LAYERS_3D = [
@@ -89,13 +95,13 @@ class CifarResNet18(ResNet):
 
 
 def compiled_for_each_variant(fn, args: tuple) -> dict:
-    """``{variant: (compiled fn, args)}``: ``fn`` traced and compiled with the rewrites off and on."""
+    """``{variant: (compiled fn, args)}``: ``fn`` traced and compiled under each lowering."""
     out = {}
     for variant in VARIANTS:
-        set_cpu_rewrites(variant == "rewrites")
+        set_conv_lowering(variant)
         fresh = functools.partial(fn)  # a new function: jit would reuse its trace of ``fn`` with the other setting
         out[variant] = (jax.jit(fresh).lower(*args).compile(), args)
-    set_cpu_rewrites(True)
+    set_conv_lowering("auto")
     return out
 
 
@@ -114,9 +120,9 @@ def alternate(compiled: dict, rounds: int, calls: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def conv_passes(stride: int, padding: int) -> dict:
+def conv_passes(stride: int, padding: int, groups: int) -> dict:
     """``(x, w, dy) ->`` the forward, the input gradient and the kernel gradient of one correlation."""
-    conv = functools.partial(correlate, stride=stride, padding=padding)
+    conv = functools.partial(correlate, stride=stride, padding=padding, groups=groups)
     return {
         "fwd": lambda x, w, dy: conv(x, w),
         "dx": lambda x, w, dy: jax.vjp(lambda x: conv(x, w), x)[1](dy),
@@ -127,19 +133,20 @@ def conv_passes(stride: int, padding: int) -> dict:
 def layer_rows(layers: list[tuple], rounds: int) -> list[list]:
     rng = np.random.default_rng(0)
     rows = []
-    for name, batch, size, cin, cout, k, stride, padding in layers:
-        passes = conv_passes(stride, padding)
+    for name, batch, size, cin, cout, k, stride, padding, *groups in layers:
+        groups = groups[0] if groups else 1
+        passes = conv_passes(stride, padding, groups)
         spatial, kernel = (size, size) if isinstance(size, int) else size, (k, k) if isinstance(k, int) else k
-        x, w = normal(rng, batch, *spatial, cin), normal(rng, *kernel, cin, cout, scale=0.1)
+        x, w = normal(rng, batch, *spatial, cin), normal(rng, *kernel, cin // groups, cout, scale=0.1)
         dy = normal(rng, *jax.eval_shape(passes["fwd"], x, w, None).shape)
         strides = "x".join(map(str, stride)) if isinstance(stride, tuple) else stride
         row = [name, f"{'x'.join(map(str, (batch, *spatial, cin)))}->{cout} {'x'.join(map(str, kernel))} /{strides}"]
-        flops = 2 * dy.size * cin * np.prod(kernel)  # multiply-adds of one pass
+        flops = 2 * dy.size * cin // groups * np.prod(kernel)  # multiply-adds of one pass
         rates = []
         for fn in passes.values():
             ms = alternate(compiled_for_each_variant(fn, (x, w, dy)), rounds, 1)
-            row += [1e3 * ms["lax"], 1e3 * ms["rewrites"], ms["lax"] / ms["rewrites"]]
-            rates.append(f"{flops / ms['lax'] / 1e9:.0f}")
+            row += [1e3 * ms[v] for v in VARIANTS] + [ms[VARIANTS[0]] / ms[VARIANTS[-1]]]
+            rates.append(f"{flops / ms[VARIANTS[-1]] / 1e9:.0f}")
         row.append(" / ".join(rates))
         rows.append(row)
         print(row, flush=True)
@@ -177,8 +184,8 @@ def step_rows(dims: set[int], rounds: int, calls: int) -> list[list]:
         calls_per_round = 1 if len(shape) == 4 else calls  # a 3D step takes seconds
         seconds = alternate(compiled_for_each_variant(step, (state, data, jax.random.PRNGKey(0))), rounds,
                             calls_per_round)
-        rows.append([name, batch, batch / seconds["lax"], batch / seconds["rewrites"],
-                     seconds["lax"] / seconds["rewrites"]])
+        speed_up = seconds[VARIANTS[0]] / seconds[VARIANTS[-1]]
+        rows.append([name, batch, *(batch / seconds[v] for v in VARIANTS), speed_up])
         print(rows[-1], flush=True)
     return rows
 
@@ -190,19 +197,21 @@ def main() -> None:
     parser.add_argument("--skip-steps", action="store_true")
     parser.add_argument("--dims", default="2,3", help="comma-separated: 2 (2D layers and steps), 3 (3D)")
     parser.add_argument("--layers", default="", help="only the layers whose name starts with this")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated lowerings, compared in order")
     args = parser.parse_args()
+    VARIANTS[:] = args.variants.split(",")
     dims = {int(d) for d in args.dims.split(",")}
     print(f"jax {jax.__version__}, {jax.default_backend()}, {os.cpu_count()} cores, load average {load_average()}")
     print(f"float32 2048² matmul GFLOP/s: {matmul_gflops(Timer(5, 10.0))}\n")
     if not args.skip_layers:
-        headers = ["layer", "shape"] + [f"{p} {v}" for p in ("fwd", "dx", "dw") for v in ("lax ms", "rewrite ms", "x")]
-        headers.append("lax GFLOP/s fwd / dx / dw")
+        headers = ["layer", "shape"] + [f"{p} {v}" for p in ("fwd", "dx", "dw") for v in (*VARIANTS, "x")]
+        headers.append(f"{VARIANTS[-1]} GFLOP/s fwd / dx / dw")
         layers = (LAYERS if 2 in dims else []) + (LAYERS_3D if 3 in dims else [])
         layers = [layer for layer in layers if layer[0].startswith(args.layers)]
         print(table(headers, layer_rows(layers, args.rounds)), "\n")
     if not args.skip_steps:
         rows = step_rows(dims, args.rounds, 3)
-        print(table(["train step", "batch", "examples/s lax", "examples/s rewrites", "speed-up"], rows))
+        print(table(["train step", "batch", *(f"examples/s {v}" for v in VARIANTS), "speed-up"], rows))
     print(f"\nload average at the end {load_average()}")
 
 

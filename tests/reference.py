@@ -108,3 +108,17 @@ def assert_close(actual, expected, rtol: float = 1e-5) -> None:
     expected = np.asarray(expected)
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
     np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol, atol=rtol * scale)
+
+
+def require_onednn() -> None:
+    """Skip a test of oneDNN's convolutions where they are not built, except in CI (``CI=true``), where they must be."""
+    import os
+
+    import pytest
+
+    from cnn.ops import _onednn
+
+    if not _onednn.available():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("oneDNN's convolutions are not built (see the log); CI installs them (requirements.txt)")
+        pytest.skip("oneDNN's convolutions are not built here")

@@ -1,5 +1,8 @@
-"""How a validated convolution is computed: channels-last ``lax.conv_general_dilated``, except on CPU, where several
-kinds of convolution that XLA:CPU runs slowly are rewritten into what it runs fast.
+"""How a validated convolution is computed: channels-last ``lax.conv_general_dilated``, except on CPU.
+
+On CPU, float32 convolutions without input dilation or cropping run on oneDNN (``cnn/ops/_onednn.py``: the library
+behind PyTorch's CPU convolutions, as XLA custom calls, 1.2-15x faster than XLA's own per pass and model steps
+1.4-3x, ``benchmarks/conv_paths.py``) where it is built; the rest, or everything where it is not, as follows.
 
 XLA:CPU's grouped convolution (``feature_group_count > 1``) is slow, its kernel gradient by orders of magnitude.
 There grouped convolutions are rewritten: as a sum of shifted, strided slices times per-group weights when groups
@@ -14,7 +17,8 @@ runs far slower than 2D ones (their strided input gradients by up to 200×), are
 the batch and its taps into the channels, or, for a kernel that spans depth alone, height and width flattened into
 one axis (those two reshapings in ``cnn/ops/_reshaped_convs.py``).
 The rewrites are tested equal to ``lax`` (values and gradients) in ``tests/ops/test_lowering.py``.
-``CNN_CONV_LOWERING=lax`` in the environment (read at import) or ``set_cpu_rewrites(False)`` turns them all off.
+``CNN_CONV_LOWERING`` in the environment (read at import: ``auto``, ``onednn``, ``xla`` for the rewrites alone,
+``lax`` for none) or ``set_conv_lowering`` chooses.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cnn.ops import _onednn
 from cnn.ops._reshaped_convs import (
     _block_transpose_conv,
     _depth_folded_conv,
@@ -90,7 +95,10 @@ _TAPS_INPUT_GRADIENT_MAX_CHANNELS = 8
 # 1.00-1.15x, LeNet-5 0.95-1.09x, ResNet-50 at 64x64 0.995x). Strided 3x3 layers as stride-1 convolutions over the
 # space-to-depth input (16/9 the work, no zero-inserting gradient): the input gradient of 128x32x32x64 -> 128 /2
 # 95 -> 68 ms, every other pass and shape 1.1-2.4x slower (ResNet-18's three /2 layers, idle): not rewritten.
-_CPU_REWRITES = os.environ.get("CNN_CONV_LOWERING", "auto") != "lax"
+_LOWERINGS = ("auto", "onednn", "xla", "lax")
+_LOWERING = os.environ.get("CNN_CONV_LOWERING", "auto")
+if _LOWERING not in _LOWERINGS:
+    raise ValueError(f"CNN_CONV_LOWERING must be one of {_LOWERINGS}, got {_LOWERING!r}")
 
 
 def _pad(x: jax.Array, pads: tuple[tuple[int, int], ...], lhs_dilation: tuple[int, ...]) -> jax.Array:
@@ -319,7 +327,7 @@ def _block_diagonal(kernel: jax.Array, groups: int) -> jax.Array:
 # dispatching the many small operations of the shifted-slice and block-diagonal lowerings one by one.
 # The rewrite switch is a static argument: jit's trace caches would otherwise keep the choice of the first trace.
 @functools.partial(
-    jax.jit, static_argnames=("stride", "pads", "dilation", "groups", "lhs_dilation", "cpu_rewrites")
+    jax.jit, static_argnames=("stride", "pads", "dilation", "groups", "lhs_dilation", "lowering")
 )
 def _lowered_conv(
     x: jax.Array,
@@ -329,14 +337,16 @@ def _lowered_conv(
     dilation: tuple[int, ...],
     groups: int,
     lhs_dilation: tuple[int, ...],
-    cpu_rewrites: bool,
+    lowering: str,
 ) -> jax.Array:
     """Channels-last ``lax.conv_general_dilated`` on validated arguments, lowered to what is fast here.
 
-    Rewritten on CPU only (see ``_SHIFTED_SLICE_MAX_CHANNELS`` and ``_CPU_REWRITES``): on GPU cuDNN has dedicated
+    On oneDNN or rewritten on CPU only (``lowering``, see ``set_conv_lowering``): on GPU cuDNN has dedicated
     grouped, depthwise and 1×1 kernels, so there the fused convolution stays.
     """
-    if cpu_rewrites and jax.default_backend() == "cpu":
+    if lowering != "lax" and jax.default_backend() == "cpu":
+        if lowering == "onednn" and _on_onednn(x, kernel, pads, lhs_dilation):
+            return _onednn.conv(x, kernel, stride, pads, dilation, groups)
         if groups > 1:
             in_per_group, out_per_group = kernel.shape[-2], kernel.shape[-1] // groups
             if in_per_group == 1 or max(in_per_group, out_per_group) <= _SHIFTED_SLICE_MAX_CHANNELS:
@@ -373,8 +383,22 @@ def _conv(
     groups: int,
     lhs_dilation: tuple[int, ...],
 ) -> jax.Array:
-    """``_lowered_conv`` with the CPU rewrites as set now (``set_cpu_rewrites``)."""
-    return _lowered_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation, cpu_rewrites=_CPU_REWRITES)
+    """``_lowered_conv`` with the lowering as set now (``set_conv_lowering``)."""
+    lowering = _LOWERING
+    if lowering == "auto":
+        lowering = "onednn" if jax.default_backend() == "cpu" and _onednn.available() else "xla"
+    return _lowered_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation, lowering=lowering)
+
+
+def _on_onednn(
+    x: jax.Array, kernel: jax.Array, pads: tuple[tuple[int, int], ...], lhs_dilation: tuple[int, ...]
+) -> bool:
+    """Whether oneDNN computes this convolution: float32, no input dilation, no cropping."""
+    return (
+        x.dtype == kernel.dtype == jnp.float32
+        and max(lhs_dilation) == 1
+        and min(min(pad) for pad in pads) >= 0
+    )
 
 
 def _is_one_matmul(
@@ -393,8 +417,14 @@ def _is_one_matmul(
     return math.prod(out_spatial) == 1 or (math.prod(kernel_size) == 1 and max(stride) > 1)
 
 
-def set_cpu_rewrites(enabled: bool) -> None:
-    """Turn the CPU rewrites on (the default) or off (``lax.conv_general_dilated`` for everything) for functions
-    traced from now on, e.g. to compare both in one process (``benchmarks/conv_paths.py``)."""
-    global _CPU_REWRITES
-    _CPU_REWRITES = enabled
+def set_conv_lowering(lowering: str) -> None:
+    """How CPU convolutions traced from now on are computed: ``"auto"`` (the default: ``"onednn"`` where it is built,
+    else ``"xla"``), ``"onednn"`` (oneDNN's convolutions where they apply, the XLA rewrites elsewhere), ``"xla"``
+    (the XLA rewrites) or ``"lax"`` (``lax.conv_general_dilated`` for everything), e.g. to compare them in one
+    process (``benchmarks/conv_paths.py``). ``CNN_CONV_LOWERING`` in the environment sets it at import."""
+    if lowering not in _LOWERINGS:
+        raise ValueError(f"lowering must be one of {_LOWERINGS}, got {lowering!r}")
+    if lowering == "onednn" and not _onednn.available():
+        raise RuntimeError("oneDNN's convolutions are not built here (see the log for why)")
+    global _LOWERING
+    _LOWERING = lowering

@@ -1,5 +1,6 @@
-"""The CPU rewrites of convolutions (``cnn.ops._lowering``: grouped convolutions, dense ones as one matrix product)
-against ``lax``'s convolution."""
+"""The CPU lowerings of convolutions (``cnn.ops._lowering``: the XLA rewrites of grouped convolutions, dense ones as
+one matrix product, 3D ones as 2D; oneDNN's convolutions) against ``lax``'s convolution. The tests of what the XLA
+rewrites compile to run under the ``xla`` lowering, which is the default where oneDNN is not built."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 from jax import lax
 
 from cnn.ops import _lowering
-from cnn.ops._lowering import _conv, set_cpu_rewrites
+from cnn.ops._lowering import _conv, set_conv_lowering
 from cnn.ops.conv import conv_transpose, correlate
-from tests.reference import assert_close, normal, per_axis
+from tests.reference import assert_close, normal, per_axis, require_onednn
 
 LOWERING_CASES = [
     # (in_spatial, kernel_size, in_channels, out_channels, groups, stride, dilation, pads, lhs_dilation)
@@ -62,6 +63,14 @@ LOWERING_CASES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def xla_lowering():
+    """The XLA rewrites, unless a test sets another lowering; the default restored after each test."""
+    set_conv_lowering("xla")
+    yield
+    set_conv_lowering("auto")
+
+
 def lax_grouped(x, w, stride, pads, dilation, groups, lhs_dilation):
     ndim = w.ndim - 2
     spatial = "DHW"[3 - ndim :]
@@ -77,10 +86,16 @@ def lax_grouped(x, w, stride, pads, dilation, groups, lhs_dilation):
     )
 
 
+@pytest.mark.parametrize("lowering", ["xla", "onednn"])
 @pytest.mark.parametrize(
     ("in_spatial", "kernel_size", "cin", "cout", "groups", "stride", "dilation", "pads", "lhs_dilation"), LOWERING_CASES
 )
-def test_lowering_equals_lax(in_spatial, kernel_size, cin, cout, groups, stride, dilation, pads, lhs_dilation):
+def test_lowering_equals_lax(
+    lowering, in_spatial, kernel_size, cin, cout, groups, stride, dilation, pads, lhs_dilation
+):
+    if lowering == "onednn":
+        require_onednn()
+    set_conv_lowering(lowering)
     rng = np.random.default_rng(5)
     ndim = len(in_spatial)
     x, w = normal(rng, 1 + len(kernel_size) % 2, *in_spatial, cin), normal(rng, *kernel_size, cin // groups, cout)
@@ -130,10 +145,10 @@ def test_cpu_one_matmul_convolutions(in_spatial, kernel_size, stride, padding, r
 
     assert primitives() == (["dot_general"] if rewritten else ["conv_general_dilated"])
     try:
-        set_cpu_rewrites(False)
+        set_conv_lowering("lax")
         assert primitives() == ["conv_general_dilated"]
     finally:
-        set_cpu_rewrites(True)
+        set_conv_lowering("xla")
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the depth folding is CPU only")
@@ -148,10 +163,10 @@ def test_cpu_folds_3d_convolutions_into_2d():
 
     assert [len(spec.split(",")) for spec in layouts()] == [4]
     try:
-        set_cpu_rewrites(False)
+        set_conv_lowering("lax")
         assert [len(spec.split(",")) for spec in layouts()] == [5]
     finally:
-        set_cpu_rewrites(True)
+        set_conv_lowering("xla")
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the block transpose is CPU only")
@@ -202,7 +217,7 @@ def test_shifted_slice_kernel_gradient_over_batch_chunks(monkeypatch, batch, cin
     args = ((stride, stride), ((1, 1), (1, 1)), (1, 1), groups, (1, 1))
 
     def ours(x, w):
-        return _lowering._lowered_conv(x, w, *args, cpu_rewrites=True)
+        return _lowering._lowered_conv(x, w, *args, lowering="xla")
 
     def reference(x, w):
         return lax_grouped(x, w, stride, [(1, 1), (1, 1)], 1, groups, 1)
