@@ -18,7 +18,8 @@ from timing import Timer, forward_backward, normal, peak_bytes
 from torch_reference import torchvision_deform
 
 from cnn import ops
-from cnn.ops._lowering import _SHIFTED_SLICE_MAX_CHANNELS, _block_diagonal, _shifted_slice_conv
+from cnn.ops._lowering import _SHIFTED_SLICE_MAX_CHANNELS, _block_diagonal
+from cnn.ops._slice_convs import _shifted_slice_conv
 from cnn.ops.local import _MAX_PHASE_CONV_OVERHEAD, _phase_conv, _phase_einsum, _phase_extent
 
 

@@ -64,6 +64,7 @@ from timing import OtherLoad, Timer, load_average, matmul_gflops, table  # noqa:
 
 from cnn.config_defaults import base_config  # noqa: E402
 from cnn.data import DatasetSpec  # noqa: E402
+from cnn.ops._lowering import set_conv_lowering  # noqa: E402
 from cnn.train.experiment import Durations, Experiment  # noqa: E402
 
 
@@ -105,13 +106,19 @@ def project_step(case: Case, data: dict[str, np.ndarray]) -> tuple[Callable[[], 
     config.checkpoint.best_metric = ""  # no checkpoints here; "accuracy" is no segmentation metric
     config.batch_size = len(data["label"])
     spec = DatasetSpec(case.num_classes, case.image_shape, kind="dense" if case.dense else "image")
-    exp = Experiment(config, spec, Durations(steps_per_epoch=1000, total_steps=10**6, eval_every=1000,
-                                             checkpoint_every=1000, log_every=100))
+    durations = Durations(steps_per_epoch=1000, total_steps=10**6, eval_every=1000, checkpoint_every=1000,
+                          log_every=100)
+    # The step's FLOPs as XLA counts them, from the step traced with lax's convolutions (oneDNN's custom calls count
+    # none); a new Experiment, as a jitted step keeps its first trace whatever the lowering set since.
+    set_conv_lowering("lax")
+    exp = Experiment(config, spec, durations)
     state = exp.init_state()
     batch, key = exp.to_device(data), jax.device_put(jax.random.PRNGKey(0), exp.replicated)
-    compiled = exp.train_step.lower(state, batch, key).compile()
-    cost = compiled.cost_analysis()
+    cost = exp.train_step.lower(state, batch, key).cost_analysis()
     flops = float((cost[0] if isinstance(cost, list) else cost or {}).get("flops", float("nan")))
+    set_conv_lowering("auto")
+    exp = Experiment(config, spec, durations)
+    compiled = exp.train_step.lower(state, batch, key).compile()
     holder = [state]
 
     def step() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from cnn.ops import _lowering
+from cnn.ops import _lowering, _slice_convs
 from cnn.ops._lowering import _conv, set_conv_lowering
 from cnn.ops.conv import conv_transpose, correlate
 from tests.reference import assert_close, normal, per_axis, require_onednn
@@ -213,7 +213,7 @@ def test_shifted_slice_kernel_gradient_over_batch_chunks(monkeypatch, batch, cin
     x, w = normal(rng, batch, 7, 9, cin), normal(rng, 3, 3, cin // groups, cout)
     out_shape = jax.eval_shape(lambda x, w: lax_grouped(x, w, stride, [(1, 1), (1, 1)], 1, groups, 1), x, w).shape
     per_example = 4 * (x[0].size + np.prod(out_shape[1:]))
-    monkeypatch.setattr(_lowering, "_KERNEL_GRADIENT_CHUNK_BYTES", int(chunk * per_example))
+    monkeypatch.setattr(_slice_convs, "_KERNEL_GRADIENT_CHUNK_BYTES", int(chunk * per_example))
     args = ((stride, stride), ((1, 1), (1, 1)), (1, 1), groups, (1, 1))
 
     def ours(x, w):

@@ -147,3 +147,26 @@ def test_concurrent_builds_share_one_cached_library(tmp_path):
     built = library.stat().st_mtime_ns
     assert run_python(AVAILABLE, env).stdout.split() == ["True"]
     assert list((tmp_path / "onednn").iterdir()) == [library] and library.stat().st_mtime_ns == built
+
+
+def test_several_devices_keep_xla_convolutions():
+    """Over a mesh of several CPU devices the default lowering keeps XLA's convolutions, which XLA partitions: a custom
+    call would have the batch gathered onto every device. Forced "onednn", the result is still right, gathered."""
+    code = """
+import re, jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from cnn.ops import correlate
+from cnn.ops._lowering import set_conv_lowering
+mesh = Mesh(np.array(jax.devices()), ("data",))
+x = jax.device_put(jnp.arange(8 * 6 * 6 * 3.0).reshape(8, 6, 6, 3) / 100, NamedSharding(mesh, P("data")))
+w = jax.device_put(jnp.ones((3, 3, 3, 4)) / 9, NamedSharding(mesh, P()))
+for lowering in ("auto", "onednn"):
+    set_conv_lowering(lowering)
+    f = jax.jit(jax.grad(lambda x, w: jnp.sum(correlate(x, w, padding=1) ** 2), argnums=(0, 1)))
+    hlo = f.lower(x, w).compile().as_text()
+    print(lowering, "Onednn" in hlo, "all-gather" in hlo, float(f(x, w)[1].sum()))
+"""
+    out = run_python(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}).stdout.split("\n")
+    auto, forced = (line.split() for line in out[:2])
+    assert auto[:3] == ["auto", "False", "False"] and forced[:3] == ["onednn", "True", "True"]
+    assert float(auto[3]) == pytest.approx(float(forced[3]), rel=1e-5)
