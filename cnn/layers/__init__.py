@@ -10,6 +10,7 @@ from cnn.layers.conv_types import CONV_TYPES, ConvSpec, ModuleDef, conv_module
 from cnn.layers.deformable import DeformableConv
 from cnn.layers.graph import ChebConv, GCNConv
 from cnn.layers.local import LocallyConnected, TiledConv
+from cnn.layers.norm import BatchNorm
 from cnn.layers.pooling import AdaptivePool, AvgPool, ChannelPool, GlobalPool, LpPool, MaxPool, WeightedPool
 from cnn.layers.separable import SeparableConv
 
@@ -21,6 +22,7 @@ __all__ = [
     "ACSConv",
     "AdaptivePool",
     "AvgPool",
+    "BatchNorm",
     "ChannelPool",
     "ChebConv",
     "Conv",

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from functools import partial
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnn import ops
+from cnn import layers, ops
 from cnn.errors import InputShapeError
 from cnn.layers import conv_module
 from cnn.ops import Layer
 
 # torchvision's BatchNorm2d: eps 1e-5, running averages updated with weight 0.1 (flax: kept with weight 0.9).
-BatchNorm = partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+BatchNorm = partial(layers.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 # A convolution exactly as asked (``nn.Conv``'s signature, ``cnn.ops`` padding forms).
 standard_conv = conv_module("standard")

@@ -46,12 +46,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn import layers
 from cnn.layers import ModuleDef
 from cnn.models.common import BatchNorm, Chain, standard_conv
 from cnn.ops import Layer
 
 # torchvision's BatchNorm for the weights ported from TensorFlow (b5-b7).
-BatchNormTF = partial(nn.BatchNorm, momentum=0.99, epsilon=1e-3)
+BatchNormTF = partial(layers.BatchNorm, momentum=0.99, epsilon=1e-3)
 
 
 class StageSpec(NamedTuple):

@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 
 from cnn.errors import ConfigError
+from cnn.layers import BatchNorm
 from cnn.models.common import Chain
 from cnn.ops import Layer, receptive_field
 
@@ -87,7 +88,7 @@ def fully_convolutional(model: nn.Module, window: int) -> FullyConvolutional:
         raise ConfigError(f"{kind} with {conv} cannot be made fully convolutional: only {', '.join(WINDOW_CONVS)} "
                           "read the same pixels with the same weights at every position")
     norm = getattr(model, "norm", None)
-    if norm is not None and getattr(norm, "func", norm) is not nn.BatchNorm:
+    if norm is not None and getattr(norm, "func", norm) not in (BatchNorm, nn.BatchNorm):
         raise ConfigError(f"{kind} with norm {norm} cannot be made fully convolutional: only BatchNorm (its running "
                           "statistics) normalizes every position alike")
     layers = _chain_layers(model)
