@@ -1,8 +1,9 @@
 """How a validated convolution is computed: channels-last ``lax.conv_general_dilated``, except on CPU.
 
 On CPU, float32 convolutions without input dilation or cropping run on oneDNN (``cnn/ops/_onednn.py``: the library
-behind PyTorch's CPU convolutions, as XLA custom calls, 1.2-15x faster than XLA's own per pass and model steps
-1.4-3x, ``benchmarks/conv_paths.py``) where it is built; the rest, or everything where it is not, as follows.
+behind PyTorch's CPU convolutions, as XLA custom calls: up to 15x faster than XLA's own per pass, training steps
+1.06-3x, ``benchmarks/conv_paths.py``) where it is built and there is one device; the rest, or everything where it
+is not, as follows.
 
 XLA:CPU's grouped convolution (``feature_group_count > 1``) is slow, its kernel gradient by orders of magnitude.
 There grouped convolutions are rewritten: as a sum of shifted, strided slices times per-group weights when groups
