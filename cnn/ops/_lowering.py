@@ -2,8 +2,7 @@
 
 On CPU, float32 convolutions without input dilation or cropping run on oneDNN (``cnn/ops/_onednn.py``: the library
 behind PyTorch's CPU convolutions, as XLA custom calls: up to 15x faster than XLA's own per pass, training steps
-1.06-3x, ``benchmarks/conv_paths.py``) where it is built and there is one device; the rest, or everything where it
-is not, as follows.
+1.06-3x, ``benchmarks/conv_paths.py``) where it is built; the rest, or everything where it is not, as follows.
 
 XLA:CPU's grouped convolution (``feature_group_count > 1``) is slow, its kernel gradient by orders of magnitude.
 There grouped convolutions are rewritten: as a sum of shifted, strided slices times per-group weights when groups
@@ -234,9 +233,7 @@ def _conv(
     """``_lowered_conv`` with the lowering as set now (``set_conv_lowering``)."""
     lowering = _LOWERING
     if lowering == "auto":
-        # XLA's partitioner cannot split a custom call: over several devices it would gather the whole batch onto
-        # each (tests/ops/test_onednn.py), so a multi-device CPU run keeps XLA's convolutions.
-        on_onednn = jax.default_backend() == "cpu" and jax.device_count() == 1 and _onednn.available()
+        on_onednn = jax.default_backend() == "cpu" and _onednn.available()
         lowering = "onednn" if on_onednn else "xla"
     return _lowered_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation, lowering=lowering)
 
@@ -269,8 +266,8 @@ def _is_one_matmul(
 
 
 def set_conv_lowering(lowering: str) -> None:
-    """How CPU convolutions traced from now on are computed: ``"auto"`` (the default: ``"onednn"`` where it is built
-    and there is one device, else ``"xla"``), ``"onednn"`` (oneDNN's convolutions where they apply, the XLA rewrites
+    """How CPU convolutions traced from now on are computed: ``"auto"`` (the default: ``"onednn"`` where it is built,
+    else ``"xla"``), ``"onednn"`` (oneDNN's convolutions where they apply, the XLA rewrites
     elsewhere), ``"xla"`` (the XLA rewrites) or ``"lax"`` (``lax.conv_general_dilated`` for everything), e.g. to
     compare them in one process (``benchmarks/conv_paths.py``). ``CNN_CONV_LOWERING`` in the environment sets it at
     import."""

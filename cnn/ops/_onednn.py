@@ -9,6 +9,7 @@ Each pass is bilinear in its two operands, and each one's transposes are the oth
 
 so reverse mode, forward mode and their nestings all stay on oneDNN. ``vmap`` folds a mapped activation into the
 batch; a mapped kernel (or both operands of ``W``: per-example kernel gradients) runs the pass once per mapped entry.
+Under ``jit`` over several devices each pass is partitioned along the batch (``custom_partitioning``).
 
 The C++ side (``_onednn_conv.cc``, against the XLA FFI headers of jaxlib and oneDNN's ``onednn-cpu-gomp`` wheels,
 both in requirements.txt) is compiled on first use with the system's C++ compiler into a per-user cache, keyed by
@@ -31,8 +32,11 @@ import tempfile
 
 import jax
 import numpy as np
+from jax._src import dispatch
+from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
+from jax.sharding import NamedSharding, PartitionSpec
 
 from cnn.ops.args import output_size
 
@@ -102,21 +106,84 @@ def _compiled(primitive: Primitive, **geometry):
     return jax.jit(functools.partial(primitive.bind, **geometry))
 
 
+def _custom_call(pass_name: str, a: jax.Array, b: jax.Array, geometry: tuple, shape) -> jax.Array:
+    """One pass's custom call on the arrays it is given: whole, or one device's part of a batch under a mesh."""
+    stride, pads, dilation, groups = geometry
+    if pass_name == "backward_data":
+        shape = (a.shape[0], *shape[1:])  # this part's batch
+    out = jax.ShapeDtypeStruct(_shape(pass_name, a, b, stride, pads, dilation, groups, shape), a.dtype)
+    as_array = functools.partial(np.asarray, dtype=np.int64)
+    return jax.ffi.ffi_call(_TARGETS[pass_name], out)(
+        a, b, strides=as_array(stride), dilation=as_array(dilation), pad_lo=as_array([lo for lo, _ in pads]),
+        pad_hi=as_array([hi for _, hi in pads]), groups=np.int64(groups))
+
+
+# Over a mesh of several devices XLA cannot split a custom call by itself (it would gather the whole batch onto each
+# device), so each pass says how: activations split along the batch, kernels whole on every device, the kernel
+# gradient each device's part summed over the batch's mesh axes.
+@functools.partial(custom_partitioning, static_argnums=(2, 3, 4))
+def _partitioned(a, b, pass_name, geometry, shape):
+    return _custom_call(pass_name, a, b, geometry, shape)
+
+
+def _batch_axes(operand) -> tuple | str | None:
+    spec = getattr(operand.sharding, "spec", ())
+    return spec[0] if len(spec) else None
+
+
+def _part(pass_name, geometry, shape, summed_over, a, b):
+    out = _custom_call(pass_name, a, b, geometry, shape)
+    return out if summed_over is None else jax.lax.psum(out, summed_over)
+
+
+def _partition(pass_name, geometry, shape, mesh, operands, result):
+    batch = _batch_axes(operands[0])
+    split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
+    if pass_name == "backward_weights":
+        return mesh, functools.partial(_part, pass_name, geometry, shape, batch), whole, (split, split)
+    return mesh, functools.partial(_part, pass_name, geometry, shape, None), split, (split, whole)
+
+
+def _infer_sharding(pass_name, geometry, shape, mesh, operands, result):
+    batch = None if pass_name == "backward_weights" else _batch_axes(operands[0])
+    return NamedSharding(mesh, PartitionSpec(batch))
+
+
+def _sharding_rule(pass_name, geometry, shape, mesh, operands, results):
+    """Shardy's rule: the batch ``n`` may be split (a sum for the kernel gradient), no other factor."""
+    spatial = range(len(geometry[0]))
+    x, y = (" ".join(["n", *(f"{a}{i}" for i in spatial), c]) for a, c in (("s", "c"), ("t", "o")))
+    w = " ".join([*(f"k{i}" for i in spatial), "c", "o"])
+    rule = {"forward": f"{x}, {w} -> {y}", "backward_data": f"{y}, {w} -> {x}",
+            "backward_weights": f"{x}, {y} -> {w}"}[pass_name]
+    others = tuple(f for f in dict.fromkeys(rule.replace(",", " ").split()) if f not in ("n", "->"))
+    factors = {"need_replication_factors": others}
+    if pass_name == "backward_weights":
+        factors["reduction_factors"] = ("n",)
+    return rule, factors
+
+
+_partitioned.def_partition(_partition, infer_sharding_from_operands=_infer_sharding, sharding_rule=_sharding_rule)
+
+
 def _make_primitive(pass_name: str) -> Primitive:
     primitive = Primitive(f"onednn_conv_{pass_name}")
     primitive.def_impl(lambda a, b, **geometry: _compiled(primitive, **geometry)(a, b))
     primitive.def_abstract_eval(
         lambda a, b, **geometry: jax.core.ShapedArray(_shape(pass_name, a, b, **geometry), a.dtype))
-    rule = jax.ffi.ffi_lowering(_TARGETS[pass_name])
 
     def lowering(ctx, a, b, *, stride, pads, dilation, groups, shape):
-        del shape  # the result's shape is the custom call's own
-        as_array = functools.partial(np.asarray, dtype=np.int64)
-        return rule(ctx, a, b, strides=as_array(stride), dilation=as_array(dilation),
-                    pad_lo=as_array([lo for lo, _ in pads]), pad_hi=as_array([hi for _, hi in pads]),
-                    groups=np.int64(groups))
+        geometry = (stride, pads, dilation, groups)
+        if getattr(ctx.module_context.axis_context, "num_devices", 1) > 1:  # XLA partitions the program
+            call = functools.partial(_partitioned, pass_name=pass_name, geometry=geometry, shape=shape)
+        else:
+            call = functools.partial(_custom_call, pass_name, geometry=geometry, shape=shape)
+        return mlir.lower_fun(call, multiple_results=False)(ctx, a, b)
 
     mlir.register_lowering(primitive, lowering, platform="cpu")
+    # As JAX's own partitioned custom calls (cuDNN attention): a jit holding one is lowered with its devices known,
+    # which the partitioning needs (a nested jit's body is otherwise lowered without them).
+    dispatch.prim_requires_devices_during_lowering.add(primitive)
     return primitive
 
 

@@ -202,7 +202,8 @@ def test_eval_on_two_processes(runs, tfds_dir, tmp_path):
                             for index in range(2)], tmp_path / "logs")
     assert_all_exit_zero(results)
     trained = records(runs["two"], "eval")[-1]
-    assert f"test accuracy: {trained['accuracy']:.4f} (step 12" in results[0].stdout
+    summary = [line for line in results[0].stdout.splitlines() if line.startswith("test accuracy")]
+    assert summary and f"accuracy {trained['accuracy']:.4f}," in summary[-1] and summary[-1].endswith("(step 12)")
     assert "test accuracy" not in results[1].stdout
     assert json.loads((workdir / "eval_12.json").read_text())["accuracy"] == trained["accuracy"]
 

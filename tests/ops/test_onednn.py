@@ -5,6 +5,7 @@ passes against ``lax.conv_general_dilated``, what the default CPU lowering compi
 from __future__ import annotations
 
 import functools
+import json
 import os
 import pathlib
 import re
@@ -149,24 +150,35 @@ def test_concurrent_builds_share_one_cached_library(tmp_path):
     assert list((tmp_path / "onednn").iterdir()) == [library] and library.stat().st_mtime_ns == built
 
 
-def test_several_devices_keep_xla_convolutions():
-    """Over a mesh of several CPU devices the default lowering keeps XLA's convolutions, which XLA partitions: a custom
-    call would have the batch gathered onto every device. Forced "onednn", the result is still right, gathered."""
-    code = """
-import re, jax, jax.numpy as jnp, numpy as np
+def test_several_devices_split_the_batch():
+    """Over a mesh of two CPU devices each device runs the three passes on its half of the batch (no gather; the
+    kernel gradient summed across devices), with the batch split along one axis of a 2D mesh too, and the gradients
+    equal lax's on the same mesh: 3D grouped and strided, and 2D."""
+    code = r"""
+import json, re, jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from cnn.ops import correlate
 from cnn.ops._lowering import set_conv_lowering
-mesh = Mesh(np.array(jax.devices()), ("data",))
-x = jax.device_put(jnp.arange(8 * 6 * 6 * 3.0).reshape(8, 6, 6, 3) / 100, NamedSharding(mesh, P("data")))
-w = jax.device_put(jnp.ones((3, 3, 3, 4)) / 9, NamedSharding(mesh, P()))
-for lowering in ("auto", "onednn"):
-    set_conv_lowering(lowering)
-    f = jax.jit(jax.grad(lambda x, w: jnp.sum(correlate(x, w, padding=1) ** 2), argnums=(0, 1)))
-    hlo = f.lower(x, w).compile().as_text()
-    print(lowering, "Onednn" in hlo, "all-gather" in hlo, float(f(x, w)[1].sum()))
+rng = np.random.default_rng(0)
+for shape, kernel, mesh_shape in [((8, 4, 6, 6, 4), (3, 3, 3, 2, 6), (2,)), ((8, 6, 6, 3), (3, 3, 3, 4), (2, 1))]:
+    mesh = Mesh(np.array(jax.devices()).reshape(mesh_shape), ("data", "model")[:len(mesh_shape)])
+    x = jax.device_put(rng.normal(size=shape).astype(np.float32), NamedSharding(mesh, P("data")))
+    w = jax.device_put(rng.normal(size=kernel).astype(np.float32), NamedSharding(mesh, P()))
+    groups = shape[-1] // kernel[-2]
+    grads = {}
+    for lowering in ("lax", "auto"):
+        set_conv_lowering(lowering)
+        f = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(correlate(x, w, stride=2, padding=1, groups=groups))),
+                             argnums=(0, 1)))
+        hlo = f.lower(x, w).compile().as_text()
+        grads[lowering] = f(x, w)
+    calls = re.findall(r'= f32\[(\d+),[^=]*custom_call_target="OnednnConv(\w+)"', hlo)
+    error = max(float(jnp.abs(a - b).max()) for a, b in zip(grads["auto"], grads["lax"]))
+    print(json.dumps([sorted(calls), "all-gather" in hlo, error]))
 """
-    out = run_python(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}).stdout.split("\n")
-    auto, forced = (line.split() for line in out[:2])
-    assert auto[:3] == ["auto", "False", "False"] and forced[:3] == ["onednn", "True", "True"]
-    assert float(auto[3]) == pytest.approx(float(forced[3]), rel=1e-5)
+    lines = run_python(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}).stdout.strip().split("\n")
+    assert len(lines) == 2
+    for line in lines:
+        calls, gathered, error = json.loads(line)
+        assert calls == [["3", "BackwardWeights"], ["4", "BackwardData"], ["4", "Forward"]], line
+        assert not gathered and error < 1e-4, line
