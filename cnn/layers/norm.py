@@ -9,7 +9,7 @@ Flax's ``nn.BatchNorm`` computes the same (its parameters ``scale``, ``bias``, i
 the input's dtype, the output in the input's and parameters' dtype) as ``(x − μ) · m + β``. Reverse mode then keeps
 ``x − μ`` beside ``x`` (which the variance's gradient needs anyway): one more activation-sized array written forward
 and read backward per layer. As one affine map of ``x`` it keeps ``x`` alone: a CIFAR ResNet-18 training step on
-2 CPU cores 1.05-1.09× faster (``BENCHMARKS.md``). Tested equal to flax's, values and gradients, in
+2 CPU cores 1.04-1.09× faster (``BENCHMARKS.md``). Tested equal to flax's, values and gradients, in
 ``tests/layers/test_norm.py``.
 """
 

@@ -235,6 +235,8 @@ def _conv(
     if lowering == "auto":
         on_onednn = jax.default_backend() == "cpu" and _onednn.available()
         lowering = "onednn" if on_onednn else "xla"
+    elif lowering == "onednn" and not _onednn.available():  # asked for by CNN_CONV_LOWERING, checked on first use
+        raise RuntimeError("CNN_CONV_LOWERING=onednn, but oneDNN's convolutions are not built here (see the log)")
     return _lowered_conv(x, kernel, stride, pads, dilation, groups, lhs_dilation, lowering=lowering)
 
 

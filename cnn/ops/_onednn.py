@@ -13,8 +13,9 @@ Under ``jit`` over several devices each pass is partitioned along the batch (``c
 
 The C++ side (``_onednn_conv.cc``, against the XLA FFI headers of jaxlib and oneDNN's ``onednn-cpu-gomp`` wheels,
 both in requirements.txt) is compiled on first use with the system's C++ compiler into a per-user cache, keyed by
-the source and both libraries' versions; several processes may build at once (each writes its own file, then
-renames it into place). Without a compiler or the wheels, ``available()`` is false and convolutions stay on XLA.
+the source, the compile command (the compiler and oneDNN's resolved, versioned paths) and jax's version; several
+processes may build at once (each writes its own file, then renames it into place). Without a compiler or the
+wheels, ``available()`` is false and convolutions stay on XLA.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@
 // the layout oneDNN's kernel prefers on every call. Built and loaded by cnn/ops/_onednn.py.
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -182,6 +181,10 @@ dnnl_memory_t Memory(const dnnl_memory_desc_t md, void* data) {
 ffi::Error Run(int pass, ffi::AnyBuffer first, ffi::AnyBuffer second, ffi::Result<ffi::AnyBuffer> out,
                ffi::Span<const int64_t> strides, ffi::Span<const int64_t> dilation,
                ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi, int64_t groups) {
+  if (first.element_type() != ffi::DataType::F32 || second.element_type() != ffi::DataType::F32 ||
+      out->element_type() != ffi::DataType::F32) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "oneDNN convolutions take float32 operands only");
+  }
   auto shape = [](ffi::Span<const int64_t> dims) { return std::vector<int64_t>(dims.begin(), dims.end()); };
   Geometry g;
   g.pass = pass, g.groups = groups;

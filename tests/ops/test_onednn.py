@@ -182,3 +182,19 @@ for shape, kernel, mesh_shape in [((8, 4, 6, 6, 4), (3, 3, 3, 2, 6), (2,)), ((8,
         calls, gathered, error = json.loads(line)
         assert calls == [["3", "BackwardWeights"], ["4", "BackwardData"], ["4", "Forward"]], line
         assert not gathered and error < 1e-4, line
+
+
+def test_bad_operands_are_refused_where_they_enter():
+    """The custom call refuses what it cannot compute (a bfloat16 operand) with an error naming the dtype, and
+    ``CNN_CONV_LOWERING=onednn`` without the library fails on the first convolution saying so, instead of running
+    something else."""
+    x, w = jnp.ones((1, 4, 4, 2), jnp.bfloat16), jnp.ones((3, 3, 2, 2), jnp.bfloat16)
+    call = jax.ffi.ffi_call("OnednnConvForward", jax.ShapeDtypeStruct((1, 2, 2, 2), jnp.bfloat16))
+    one, zero = np.ones(2, np.int64), np.zeros(2, np.int64)
+    with pytest.raises(Exception, match="float32 operands only"):
+        jax.block_until_ready(call(x, w, strides=one, dilation=one, pad_lo=zero, pad_hi=zero, groups=np.int64(1)))
+    code = ("import jax.numpy as jnp; from cnn.ops import correlate; "
+            "correlate(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)))")
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_python(code, {"CNN_ONEDNN": "0", "CNN_CONV_LOWERING": "onednn"})
+    assert "CNN_CONV_LOWERING=onednn, but oneDNN's convolutions are not built" in failed.value.stderr
