@@ -6,12 +6,16 @@ resumes the sweep; ``--summarize_only`` rewrites ``summary.md``/``.csv``/``.png`
 status is the number of failed trials.
 """
 
-import sys
+from cnn.platform import configure_xla_cpu
 
-from absl import app, flags
-from ml_collections import config_flags
+configure_xla_cpu()  # before JAX starts: the trials train in this process
 
-from cnn.cli import run_cli
+import sys  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from cnn.cli import run_cli  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]) with get_sweep().",
                                 lock_config=True)

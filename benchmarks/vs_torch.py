@@ -31,9 +31,10 @@ warm-up round (compilation); a variant's time is its median step. Torch's OpenMP
 after their calls (seconds: a 2 s pause before each call did not help) and take the cores from XLA's threads in
 the same process: the project's LeNet-5 step ran at 8.0k img/s beside them and at 11.7k with ``GOMP_SPINCOUNT=0``
 in the environment, which costs torch's own calls 5-10%. Run both ways; the fair ratio is between the two. Or
-``--processes N``: each side alone in its own process (torch with its default policy), the sides alternating N
-times, medians over the processes; on this 2-vCPU machine one process's LeNet-5 steps ran at about 10k img/s and
-the next one's at 14k (alike for whole runs, for both sides), so use several.
+``--processes N``: each side alone in its own process (torch with its default policy and, unless
+``--torch-malloc kept``, glibc's malloc defaults: the project's processes keep freed memory, ``cnn/platform.py``),
+the sides alternating N times, medians over the processes; on this 2-vCPU machine one process's LeNet-5 steps ran
+at about 10k img/s and the next one's at 14k (alike for whole runs, for both sides), so use several.
 Also printed: float32 2048² matrix products in numpy, torch and XLA (the practical arithmetic peak of this machine,
 measured in the same run), the step's floating-point operations (XLA's cost analysis of the compiled step) and the
 share of that peak they reach, and the load average. Only ratios measured in one run compare across machines.
@@ -54,9 +55,10 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from cnn.platform import configure_xla_cpu
+from cnn.platform import configure_xla_cpu, keep_freed_memory
 
 FLAG_SET = configure_xla_cpu()  # before JAX starts, as train.py does
+MALLOC_KEPT = keep_freed_memory()  # already done by configure_xla_cpu: says whether it applies
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -244,14 +246,16 @@ def measure(names: list[str], side: str, rounds: int, warmup: int, quick: bool, 
     return results
 
 
-def in_separate_processes(argv: list[str], processes: int) -> dict[str, dict]:
+def in_separate_processes(argv: list[str], processes: int, torch_malloc: str) -> dict[str, dict]:
     """Each side alone in its own process (no thread of one side spinning beside the other), the sides alternating
-    ``processes`` times; per variant the median img/s over its processes."""
+    ``processes`` times; per variant the median img/s over its processes. The torch side's malloc: glibc's defaults
+    (``torch_malloc`` "default") or the project's (``cnn.platform.keep_freed_memory``, "kept")."""
     runs: list[dict[str, dict]] = []
+    torch_env = {**os.environ, "CNN_KEEP_FREED_MEMORY": "0"} if torch_malloc == "default" else None
     for _ in range(processes):
         for side in ("project", "torch"):
             child = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", side],
-                                   capture_output=True, text=True)
+                                   capture_output=True, text=True, env=torch_env if side == "torch" else None)
             if child.returncode != 0:
                 sys.exit(f"error: the {side} side's process failed (exit {child.returncode}):\n{child.stderr[-4000:]}")
             line = next(line for line in child.stdout.splitlines() if line.startswith(RESULT_PREFIX))
@@ -282,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=0,
                         help="run each side alone in its own process, alternating, this many times each (medians); "
                              "0: both sides in this process, interleaved")
+    parser.add_argument("--torch-malloc", choices=("default", "kept"), default="default",
+                        help="with --processes: torch's process on glibc's malloc defaults, as a PyTorch user runs "
+                             "it, or keeping freed memory as this project's processes do (cnn/platform.py)")
     parser.add_argument("--side", choices=("both", "project", "torch"), default="both", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -311,10 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"jax {jax.__version__} ({jax.default_backend()}, XLA:CPU conv flag {'set' if FLAG_SET else 'not set'}), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), torchvision {torchvision.__version__}; "
           f"{os.cpu_count()} cores; load average at start {started_load}; "
-          + (f"each side alone in {args.processes} processes" if args.processes else "both sides in this process"))
+          + (f"each side alone in {args.processes} processes (torch's malloc: {args.torch_malloc})" if args.processes
+             else f"both sides in this process (malloc: {'kept' if MALLOC_KEPT else 'default'})"))
     print("float32 2048² matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
     if args.processes:
-        results = in_separate_processes(argv, args.processes)  # a child given --side ignores --processes
+        # a child given --side ignores --processes
+        results = in_separate_processes(argv, args.processes, args.torch_malloc)
     else:
         results = measure(names, "both", rounds, args.warmup, args.quick, torch)
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import errno
 import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -218,6 +224,41 @@ def test_cpu_flag_appended_only_for_checked_jaxlib(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setattr(platform.importlib.metadata, "version", lambda name: "9.9.9")
     assert not platform.configure_xla_cpu() and platform.os.environ["XLA_FLAGS"] == ""
+
+
+_REFAULTS = """
+import ctypes, resource, threading
+from cnn.platform import keep_freed_memory
+print(keep_freed_memory())
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+
+def twice():  # in a new thread, as XLA:CPU allocates an execution's temporaries
+    for _ in range(2):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = libc.malloc(200_000_000)
+        ctypes.memset(block, 1, 200_000_000)  # every page written
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        libc.free(block)
+    print(faults)  # those of the second block
+
+thread = threading.Thread(target=twice)
+thread.start()
+thread.join()
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@pytest.mark.parametrize("keep", [True, False])
+def test_freed_memory_is_reused_without_page_faults(keep, tmp_path):
+    env = {**os.environ, "CNN_KEEP_FREED_MEMORY": "1" if keep else "0"}
+    result = subprocess.run([sys.executable, "-c", _REFAULTS], capture_output=True, text=True, env=env, check=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    applied, faults = result.stdout.split()
+    assert applied == str(keep)
+    pages = 200e6 / resource.getpagesize()
+    # the kernel's count: glibc's default maps the second block afresh, faulting in every page again
+    assert int(faults) < 0.01 * pages if keep else int(faults) > 0.9 * pages
 
 
 def test_load_config_file_with_variant():
