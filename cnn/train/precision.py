@@ -75,9 +75,14 @@ def policy_of(dtype: str) -> Policy:
 
 
 def all_finite(tree: Any) -> jax.Array:
-    """A scalar bool: whether every element of every leaf is finite."""
-    leaves = jax.tree.leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])) if leaves else jnp.array(True)
+    """A scalar bool: whether every element of every floating-point leaf is finite.
+
+    Read as one float32 sum of all of them: a NaN or an infinity makes it NaN or infinite. So does a sum beyond
+    float32's range (about 3.4e38: elements near 1e31 in a tree of 1e7), a state as broken. One read of each leaf,
+    at memory speed; ``isfinite`` then ``all`` took two passes in XLA:CPU (2.2x as long over 4 x 33M values).
+    """
+    leaves = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    return jnp.isfinite(sum((jnp.sum(leaf, dtype=jnp.float32) for leaf in leaves), jnp.float32(0)))
 
 
 class LossScale(struct.PyTreeNode):

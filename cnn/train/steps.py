@@ -115,9 +115,11 @@ def train_step(
     metrics.update(grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
     if loss_scale is None:
         # The loss alone does not show a broken state: XLA:CPU computed finite logits from all-NaN parameters.
-        metrics[NONFINITE] = _nonfinite((grads, updated.params, updated.opt_state, updated.model_state))
+        # The gradients are read through their norm (not finite if one of them is not), not once more.
+        metrics[NONFINITE] = _nonfinite((metrics["grad_norm"], updated.params, updated.opt_state,
+                                         updated.model_state))
         return updated, metrics
-    finite = all_finite(grads)
+    finite = jnp.isfinite(metrics["grad_norm"])  # all_finite(grads), read through their norm
 
     def keep_unless_finite(new, old):
         # Integer leaves are the optimizer's step counts (its schedule, Adam's bias correction): they advance with
@@ -137,9 +139,8 @@ def train_step(
 
 
 def _nonfinite(tree) -> jax.Array:
-    """1.0 when a float leaf of ``tree`` holds a NaN or Inf, else 0.0."""
-    floats = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
-    return 1.0 - all_finite(floats).astype(jnp.float32)
+    """1.0 when a float leaf of ``tree`` holds a NaN or Inf (``all_finite``), else 0.0."""
+    return 1.0 - all_finite(tree).astype(jnp.float32)
 
 
 def predict_step(state: TrainState, inputs: jax.Array, *, policy: Policy = FULL_PRECISION) -> jax.Array:

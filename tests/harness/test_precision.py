@@ -60,6 +60,9 @@ def test_scaling_and_unscaling_and_the_finite_check():
     assert bool(all_finite(grads))
     for bad in (jnp.inf, -jnp.inf, jnp.nan):
         assert not bool(all_finite({**grads, "b": {"c": jnp.zeros((2, 2)).at[1, 0].set(bad)}}))
+        assert not bool(all_finite({**grads, "h": jnp.zeros(5, jnp.bfloat16).at[4].set(bad)}))
+    assert bool(all_finite({**grads, "step": jnp.int32(2**31 - 1), "big": jnp.full(3, 3e38, jnp.float32)[:1]}))
+    assert not bool(all_finite({"a": jnp.full(2, 3e38), "b": jnp.full(1, -3e38)}))  # an overflowing sum, as documented
 
 
 def test_policy_casts_floats_only():
