@@ -311,21 +311,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started_load, other = load_average(), OtherLoad()
-    peak = matmul_gflops(Timer(repeats=10, budget_s=5.0))
-    a = torch.randn(2048, 2048)
-    peak["torch"] = 2 * 2048**3 / Timer(repeats=10, budget_s=5.0).host(torch.mm, a, a) / 1e9
-    best = max(peak.values())
     print(f"jax {jax.__version__} ({jax.default_backend()}, XLA:CPU conv flag {'set' if FLAG_SET else 'not set'}), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), torchvision {torchvision.__version__}; "
           f"{os.cpu_count()} cores; load average at start {started_load}; "
           + (f"each side alone in {args.processes} processes (torch's malloc: {args.torch_malloc})" if args.processes
              else f"both sides in this process (malloc: {'kept' if MALLOC_KEPT else 'default'})"))
-    print("float32 2048² matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
     if args.processes:
         # a child given --side ignores --processes
         results = in_separate_processes(argv, args.processes, args.torch_malloc)
     else:
         results = measure(names, "both", rounds, args.warmup, args.quick, torch)
+    # After the steps: measured before them, torch's OpenMP threads spinning on after its matmul shared the cores
+    # with the first child (LeNet-5 12.8k img/s there, 20-21k in the next ones; 21.1k first once moved here).
+    peak = matmul_gflops(Timer(repeats=10, budget_s=5.0))
+    a = torch.randn(2048, 2048)
+    peak["torch"] = 2 * 2048**3 / Timer(repeats=10, budget_s=5.0).host(torch.mm, a, a) / 1e9
+    best = max(peak.values())
+    print("float32 2048² matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
 
     rows = []
     for name, result in results.items():
