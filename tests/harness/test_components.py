@@ -215,6 +215,7 @@ def test_cpu_flag_appended_only_for_checked_jaxlib(monkeypatch):
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     monkeypatch.delenv("CNN_YNN_CONV", raising=False)
+    monkeypatch.setenv("CNN_KEEP_FREED_MEMORY", "0")  # malloc's setting is for a whole process: not the test worker's
     monkeypatch.setattr(platform.importlib.metadata, "version", lambda name: "0.10.2")
     assert platform.configure_xla_cpu()
     assert platform.os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {platform.CPU_CONV_FLAG}"
